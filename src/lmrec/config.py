@@ -1,0 +1,83 @@
+"""Typed dataclass configs: defaults beside the code, unknown keys raise, saved as JSON or YAML."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from lmrec.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "config") -> C:
+    """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError`.
+
+    Nested dataclass fields are built recursively, so ``where`` grows into a dotted path
+    (``config.sampler.seed``) that names the offending field in the message.
+    """
+    data = dict(data or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
+            f"valid keys: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints.get(name)
+        sub = _dataclass_type(tp)
+        if sub is not None and isinstance(value, dict):
+            value = from_dict(sub, value, f"{where}.{name}")
+        kwargs[name] = value
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {exc}") from exc
+
+
+def _dataclass_type(tp: Any) -> type | None:
+    if dataclasses.is_dataclass(tp):
+        return tp  # type: ignore[return-value]
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        for arg in typing.get_args(tp):
+            if dataclasses.is_dataclass(arg):
+                return arg  # type: ignore[return-value]
+    return None
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict of a dataclass config (JSON-serialisable)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict, with a clear error on bad syntax."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML/JSON: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def save_json(cfg: Any, path: str | Path) -> None:
+    from lmrec.utils.io import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")

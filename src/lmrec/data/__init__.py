@@ -1,0 +1,6 @@
+"""Data: loaders per format, sources (local dir, cache, shipped wheels, download), preprocessing."""
+
+from lmrec.data.interactions import Dataset, IdMap, Interactions
+from lmrec.data.preprocess import PreprocessConfig, preprocess
+
+__all__ = ["Dataset", "IdMap", "Interactions", "PreprocessConfig", "preprocess"]
