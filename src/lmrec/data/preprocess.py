@@ -110,7 +110,7 @@ def reindex(data: Interactions) -> Dataset:
     text = data.items.drop_duplicates("item_id").set_index("item_id")
     cols = [c for c in TEXT_COLUMNS if c in text.columns]
     text = text.reindex(item_raw)[cols].reset_index(drop=True)
-    text["title"] = text["title"].fillna("").astype(str)
+    text["title"] = text["title"].astype("string").fillna("").astype(str)
     return Dataset(data.name, users, items, out, text)
 
 

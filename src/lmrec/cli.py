@@ -1,0 +1,189 @@
+"""The ``lmrec`` command line. Thin: it parses arguments, then calls library functions.
+
+Heavy imports happen inside the commands so ``lmrec --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from lmrec.errors import LmrecError
+
+app = typer.Typer(
+    help="lmrec: recommendation with pre-trained language models.", no_args_is_help=True
+)
+data_app = typer.Typer(help="Datasets: statistics and saved candidate sets.", no_args_is_help=True)
+llm_app = typer.Typer(help="The LLM side: fine-tune and evaluate.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(llm_app, name="llm")
+console = Console()
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="Folder with the raw files (else $LMREC_DATA_DIR, cache, shipped wheels)."),
+]
+Threshold = Annotated[
+    float | None, typer.Option(help="Keep ratings >= this (implicit feedback); default keeps all.")
+]
+UserCore = Annotated[int, typer.Option(help="k-core: minimum interactions per user.")]
+ItemCore = Annotated[int, typer.Option(help="k-core: minimum interactions per item.")]
+
+
+def _preprocess(threshold: float | None, user_core: int, item_core: int):
+    from lmrec.data import PreprocessConfig
+
+    return PreprocessConfig(rating_threshold=threshold, user_core=user_core, item_core=item_core)
+
+
+@data_app.command("stats")
+def data_stats(
+    dataset: Annotated[str, typer.Argument(help="ml-100k, ml-1m, amazon-office, or a spec.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    data_dir: DataDir = None,
+    rating_threshold: Threshold = None,
+    user_core: UserCore = 0,
+    item_core: ItemCore = 0,
+) -> None:
+    """Users, items, interactions and sparsity (the BDLM paper's Table 1)."""
+    from lmrec.data import load_dataset
+    from lmrec.report import stats_table
+
+    ds = load_dataset(
+        dataset,
+        data_dir=data_dir,
+        preprocess=_preprocess(rating_threshold, user_core, item_core),
+    )
+    stats = ds.stats()
+    if as_json:
+        typer.echo(json.dumps(stats, indent=2))
+    else:
+        console.print(stats_table([stats]))
+
+
+@data_app.command("candidates")
+def data_candidates(
+    dataset: Annotated[str, typer.Argument(help="Dataset name or spec.")],
+    out: Annotated[Path, typer.Option(help="Folder for the saved sets and candidates.csv.")],
+    sampler: Annotated[str, typer.Option(help="uniform, popularity, textsim or mixed.")] = "mixed",
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    data_dir: DataDir = None,
+    rating_threshold: Threshold = None,
+    user_core: UserCore = 0,
+    item_core: ItemCore = 0,
+) -> None:
+    """Build (or reuse) the saved candidate sets of both tasks and export them as CSV."""
+    from lmrec.pipeline import prepare
+
+    prep = prepare(
+        dataset,
+        data_dir=data_dir,
+        preprocess=_preprocess(rating_threshold, user_core, item_core),
+        candidates={"sampler": sampler, "seed": seed},
+    )
+    paths = prep.export(out)
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+@app.command("evaluate")
+def evaluate(
+    run: Annotated[
+        Path | None, typer.Option(help="Re-evaluate a saved run folder (from `lmrec train`).")
+    ] = None,
+    dataset: Annotated[str, typer.Option(help="Dataset for the popularity baseline.")] = "ml-100k",
+    sampler: Annotated[str, typer.Option(help="Negative sampler of the candidate sets.")] = "mixed",
+    seed: Annotated[int, typer.Option(help="Candidate sampling seed.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json.")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Evaluate a saved run, or (without --run) the popularity baseline on both tasks."""
+    from lmrec.report import metrics_table
+    from lmrec.train.run import evaluate_run, train_run
+
+    if run is not None:
+        metrics = evaluate_run(run)
+        name = run.name
+    else:
+        out = out or Path("runs") / f"popularity-{dataset}-{sampler}-{seed}"
+        metrics = train_run(
+            "popularity",
+            dataset,
+            out_dir=out,
+            data_dir=data_dir,
+            candidates={"sampler": sampler, "seed": seed},
+        )
+        name = f"popularity on {dataset}"
+    console.print(metrics_table({name: metrics}))
+
+
+@app.command("train")
+def train(
+    model: Annotated[str, typer.Argument(help="A registered model: mf, lightgcn, sasrec, ...")],
+    dataset: Annotated[str, typer.Option(help="Dataset name or spec.")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoint, config, metrics.json.")],
+    config: Annotated[
+        Path | None, typer.Option(help="YAML with model/train/preprocess/candidates sections.")
+    ] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Train a domain model (resuming from OUT's last checkpoint, if any), then evaluate it."""
+    from lmrec.config import load_file
+    from lmrec.report import metrics_table
+    from lmrec.train.run import train_run
+
+    sections = load_file(config) if config else {}
+    metrics = train_run(model, dataset, out_dir=out, data_dir=data_dir, **_sections(sections))
+    console.print(metrics_table({f"{model} on {dataset}": metrics}))
+
+
+def _sections(cfg: dict) -> dict:
+    from lmrec.errors import ConfigError
+
+    allowed = {"model", "train", "preprocess", "candidates"}
+    unknown = sorted(set(cfg) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"config: unknown section(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}"
+        )
+    return {f"{k}_config" if k in ("model", "train") else k: v for k, v in cfg.items()}
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("runs/demo"),
+    datasets: Annotated[
+        str, typer.Option(help="Comma-separated datasets.")
+    ] = "ml-100k,ml-1m,amazon-office",
+) -> None:
+    """The main job on the offline defaults: statistics, candidate sets, baselines, report."""
+    from lmrec.experiment.demo import run_demo
+
+    report = run_demo([d.strip() for d in datasets.split(",") if d.strip()], out)
+    console.print(report)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point; bad input ends with one clear line and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except LmrecError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(2) from None
+    except typer.Exit as exc:
+        raise SystemExit(exc.exit_code) from None
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            raise SystemExit(exc.exit_code) from None
+        raise
+
+
+if __name__ == "__main__":
+    main()
