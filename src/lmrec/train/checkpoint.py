@@ -1,0 +1,230 @@
+"""Checkpoints without pickle: weights and optimiser tensors in safetensors, the rest in JSON.
+
+A checkpoint is the folder ``checkpoint/`` holding ``model.safetensors``, ``optimizer.safetensors``
+(every tensor of the optimiser state, e.g. Adam's ``exp_avg``, ``exp_avg_sq`` and ``step``),
+``optimizer.json`` (param groups and any non-tensor state) and ``trainer_state.json`` (epoch,
+early-stopping counters, history and the RNG states of python, numpy and torch as JSON lists).
+
+The folder is written whole as ``checkpoint.new/`` and then swapped in with two renames
+(``checkpoint -> checkpoint.old``, ``checkpoint.new -> checkpoint``), so a kill at any moment
+leaves one complete checkpoint: ``checkpoint/`` or, between the two renames, ``checkpoint.old/``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+from lmrec.errors import DataError
+from lmrec.utils.io import atomic_write, read_json, write_json
+
+CHECKPOINT = "checkpoint"
+MODEL_FILE = "model.safetensors"
+OPTIM_TENSORS = "optimizer.safetensors"
+OPTIM_JSON = "optimizer.json"
+STATE_FILE = "trainer_state.json"
+
+
+def _corrupt(path: Path, exc: BaseException) -> DataError:
+    return DataError(
+        f"{path}: corrupt or unreadable checkpoint file ({exc}); delete it (or the whole run "
+        "folder) to start again"
+    )
+
+
+# ----------------------------------------------------------------------------- weights
+
+
+def save_weights(model: nn.Module, path: Path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``model``'s state dict to ``path`` (safetensors, atomically; tied weights once)."""
+    atomic_write(Path(path), lambda p: save_model(model, str(p), metadata=metadata))
+
+
+def load_weights(model: nn.Module, path: Path) -> dict[str, str]:
+    """Load ``path`` into ``model`` (strict: every key must match); returns the file's metadata."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist; was the run trained to the end?")
+    device = next((t.device for t in model.state_dict().values()), torch.device("cpu"))
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = dict(fh.metadata() or {})
+        load_model(model, path, strict=True, device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise _corrupt(path, exc) from exc
+    except RuntimeError as exc:  # key or shape mismatch: a different model or config
+        raise DataError(
+            f"{path}: weights do not fit this model ({exc}); was it saved with another model "
+            "config?"
+        ) from exc
+    return metadata
+
+
+def weights_metadata(path: Path) -> dict[str, str]:
+    """The metadata stored in a safetensors file, without loading its tensors."""
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return dict(fh.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise _corrupt(Path(path), exc) from exc
+
+
+# ----------------------------------------------------------------------------- optimiser
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Split ``optimizer.state_dict()`` into tensors (safetensors) and everything else (JSON)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in sd["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{idx}.{name}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[name] = value
+    folder = Path(folder)
+    atomic_write(folder / OPTIM_TENSORS, lambda p: save_file(tensors, str(p)))
+    groups = [
+        {k: list(v) if isinstance(v, tuple) else v for k, v in g.items()}
+        for g in sd["param_groups"]
+    ]
+    write_json(folder / OPTIM_JSON, {"param_groups": groups, "scalars": scalars})
+
+
+def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """Inverse of :func:`save_optimizer`; tensors are moved to the parameters' device by torch."""
+    folder = Path(folder)
+    meta = read_json(folder / OPTIM_JSON)
+    try:
+        tensors = load_file(str(folder / OPTIM_TENSORS))
+    except (SafetensorError, OSError) as exc:
+        raise _corrupt(folder / OPTIM_TENSORS, exc) from exc
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    for idx, values in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(values)
+    # JSON turned tuples (Adam's betas) into lists; torch's own state dict has tuples.
+    groups = [
+        {k: v if k == "params" or not isinstance(v, list) else tuple(v) for k, v in g.items()}
+        for g in meta["param_groups"]
+    ]
+    try:
+        optimizer.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as exc:
+        raise DataError(
+            f"{folder / OPTIM_JSON}: optimiser state does not fit this model ({exc})"
+        ) from exc
+
+
+# ----------------------------------------------------------------------------- RNG
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy (global) and torch RNG states as JSON-serialisable values."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    np_state = {
+        **np_state,
+        "state": {**np_state["state"], "key": np_state["state"]["key"].tolist()},
+    }
+    cuda = [s.tolist() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else []
+    return {
+        "python": [version, list(internal), gauss],
+        "numpy": np_state,
+        "torch": torch.get_rng_state().tolist(),
+        "cuda": cuda,
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` returned."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    key = np.asarray(np_state["state"]["key"], dtype=np.uint32)
+    np.random.set_state({**np_state, "state": {**np_state["state"], "key": key}})
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
+
+
+# ----------------------------------------------------------------------------- folder
+
+
+def save_checkpoint(
+    out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, state: dict[str, Any]
+) -> Path:
+    """Write a complete checkpoint under ``out_dir/checkpoint`` (swapped in atomically)."""
+    out_dir = Path(out_dir)
+    final, new, old = (out_dir / f"{CHECKPOINT}{s}" for s in ("", ".new", ".old"))
+    if new.exists():  # leftover of a run killed while writing
+        shutil.rmtree(new)
+    new.mkdir(parents=True)
+    save_weights(model, new / MODEL_FILE, {"epoch": str(state.get("epoch", 0))})
+    if optimizer is not None:
+        save_optimizer(optimizer, new)
+    write_json(new / STATE_FILE, state)
+    _fsync_dir(new)
+    if final.exists():
+        if old.exists():
+            shutil.rmtree(old)
+        os.replace(final, old)
+    os.replace(new, final)
+    _fsync_dir(out_dir)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def find_checkpoint(out_dir: Path) -> Path | None:
+    """The complete checkpoint folder of ``out_dir``, or None when there is none yet."""
+    out_dir = Path(out_dir)
+    for name in (CHECKPOINT, f"{CHECKPOINT}.old"):  # .old only survives a kill mid-swap
+        folder = out_dir / name
+        if (folder / STATE_FILE).exists() or (folder / MODEL_FILE).exists():
+            return folder
+    return None
+
+
+def read_state(folder: Path) -> dict[str, Any]:
+    """The trainer state of checkpoint ``folder`` (read before any tensor, to check configs)."""
+    folder = Path(folder)
+    state = read_json(folder / STATE_FILE)
+    if not isinstance(state, dict) or "epoch" not in state:
+        raise DataError(f"{folder / STATE_FILE}: not an lmrec trainer state (no 'epoch' key)")
+    return state
+
+
+def load_checkpoint(
+    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
+) -> None:
+    """Load the weights (and optimiser state) of checkpoint ``folder`` in place."""
+    folder = Path(folder)
+    load_weights(model, folder / MODEL_FILE)
+    if optimizer is not None:
+        load_optimizer(optimizer, folder)
+
+
+def _fsync_dir(path: Path) -> None:
+    # Make the renames durable on power loss too (no-op where directories cannot be opened).
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,394 @@
+"""A whole run of one domain model: data -> split -> candidates -> train -> evaluate -> files.
+
+:func:`train_run` is what ``lmrec train`` calls and :func:`evaluate_run` what
+``lmrec evaluate --run`` calls. A run folder holds:
+
+- ``config.json``: model name and config, dataset, preprocessing, candidate and train configs;
+- ``user_ids.json``, ``item_ids.json``: the id maps the weights are indexed by;
+- ``protocol.json``: dataset statistics and the candidate sets' content hashes;
+- ``checkpoint/`` (every epoch) and ``best.safetensors``: see :mod:`lmrec.train.trainer`;
+- ``metrics.json``: test metrics of the best weights (flat keys, see :func:`evaluate_model`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import lmrec
+from lmrec.config import from_dict, to_dict
+from lmrec.errors import ConfigError, DataError
+from lmrec.models.base import Recommender
+from lmrec.protocol.split import Split
+from lmrec.train.batches import Histories
+from lmrec.train.checkpoint import find_checkpoint, load_weights, read_state
+from lmrec.train.trainer import (
+    BEST_FILE,
+    TrainConfig,
+    check_resumable,
+    history_len,
+    resolve_device,
+    seed_everything,
+    train,
+)
+from lmrec.utils.io import read_json, write_json
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+SECTIONS = ("model", "train", "preprocess", "candidates")
+TOPK_CUTOFFS = (1, 2, 5, 10)
+FULL_K = 10
+# Keys of config.json that may differ when a run is resumed or re-evaluated.
+_UNCHECKED = {"data_dir", "lmrec_version"}
+
+
+def train_run(
+    model_name: str,
+    dataset_name: str,
+    *,
+    out_dir: str | Path,
+    model_config: dict[str, Any] | None = None,
+    train_config: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
+    candidates: dict[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    data_dir: str | Path | None = None,
+) -> dict[str, float]:
+    """Train ``model_name`` on ``dataset_name`` (resuming ``out_dir`` if it holds a checkpoint).
+
+    Parameters
+    ----------
+    model_name:
+        A name registered in :data:`lmrec.models.MODELS` (``"popularity"`` is counted, not
+        trained).
+    dataset_name:
+        A dataset :func:`lmrec.data.load_dataset` knows.
+    out_dir:
+        The run folder (see the module docstring).
+    model_config, train_config, preprocess, candidates:
+        The four config sections as dicts; unknown keys raise :class:`~lmrec.errors.ConfigError`.
+    config:
+        The dict form of a YAML/JSON config file with those sections; an explicit argument
+        above wins over its section.
+    data_dir:
+        Local folder to load the dataset from (else the usual sources).
+
+    Returns
+    -------
+    dict
+        The contents of ``metrics.json``: ``topk/HR@1``, ``topk/HR@2``, ``topk/NDCG@20``, ...,
+        ``interaction/precision``, ``interaction/recall``, ``interaction/F1``,
+        ``interaction/AUC``, ``full/HR@10``, ``full/NDCG@10``, ``full/Recall@10``, and
+        ``train/best_epoch``, ``train/epochs``, ``train/best_valid``.
+    """
+    from lmrec.models import model_config_class
+    from lmrec.pipeline import prepare
+
+    sections = _sections(config or {})
+    model_config = model_config if model_config is not None else sections.get("model")
+    train_config = train_config if train_config is not None else sections.get("train")
+    preprocess = preprocess if preprocess is not None else sections.get("preprocess")
+    candidates = candidates if candidates is not None else sections.get("candidates")
+
+    cfg = from_dict(TrainConfig, train_config, "train")
+    # A bad model name or config key fails here, before minutes of data loading.
+    from_dict(model_config_class(model_name), model_config, f"model.{model_name}")
+    out_dir = Path(out_dir)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    prepared = prepare(
+        dataset_name, data_dir=data_dir, preprocess=preprocess, candidates=candidates
+    )
+    seed_everything(cfg.seed)  # model initialisation is part of the seeded run
+    model = _build(model_name, prepared.split, model_config)
+    run_config = {
+        "model": model_name,
+        "model_config": _model_config(model, model_config),
+        "dataset": dataset_name,
+        "data_dir": str(Path(data_dir).resolve()) if data_dir is not None else None,
+        "preprocess": to_dict(prepared.preprocess),
+        "candidates": to_dict(prepared.candidates),
+        "train": to_dict(cfg),
+        "lmrec_version": lmrec.__version__,
+    }
+    _check_same_run(out_dir, run_config, cfg)
+    write_json(out_dir / CONFIG_FILE, run_config)
+    prepared.dataset.users.save(out_dir / "user_ids.json")
+    prepared.dataset.items.save(out_dir / "item_ids.json")
+    write_json(out_dir / "protocol.json", prepared.protocol())
+
+    device = resolve_device(cfg.device)
+    valid_fn = _valid_fn(prepared.split, prepared.sets, cfg, device)
+    result = train(model, prepared.split, cfg, out_dir, valid_fn)
+    metrics = evaluate_model(
+        model, prepared.split, prepared.sets, max_len=history_len(model, cfg), progress=cfg.progress
+    )
+    metrics.update(_train_summary(result.best_epoch, result.epochs, result.best_metric))
+    write_json(out_dir / METRICS_FILE, metrics)
+    return metrics
+
+
+def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None) -> dict[str, float]:
+    """Reload a saved run's config and best weights and evaluate them again.
+
+    The data, split and candidate sets are rebuilt (or loaded from cache) from ``config.json``;
+    the id maps must match the saved ones. The result equals the run's ``metrics.json``.
+    """
+    from lmrec.pipeline import prepare
+
+    run_dir = Path(run_dir)
+    saved = read_json(run_dir / CONFIG_FILE)
+    required = ("model", "model_config", "dataset", "train", "preprocess", "candidates")
+    missing = [k for k in required if k not in saved]
+    if missing:
+        raise DataError(f"{run_dir / CONFIG_FILE}: missing key(s) {', '.join(missing)}")
+    cfg = from_dict(TrainConfig, saved["train"], f"{run_dir / CONFIG_FILE}: train")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    prepared = prepare(
+        saved["dataset"],
+        data_dir=data_dir if data_dir is not None else saved.get("data_dir"),
+        preprocess=saved["preprocess"],
+        candidates=saved["candidates"],
+    )
+    for kind, ids in (("user", prepared.dataset.users), ("item", prepared.dataset.items)):
+        path = run_dir / f"{kind}_ids.json"
+        if read_json(path).get("raw") != ids.raw:
+            raise DataError(
+                f"{path}: the {kind} ids of the reloaded dataset differ from the run's; the data "
+                "changed since training, so the saved weights no longer line up"
+            )
+    saved_hashes = read_json(run_dir / "protocol.json").get("content_hash")
+    if saved_hashes != prepared.protocol()["content_hash"]:
+        raise DataError(
+            f"{run_dir / 'protocol.json'}: the rebuilt candidate sets differ from those the run "
+            "was evaluated on (content hashes differ)"
+        )
+    model = _build(saved["model"], prepared.split, saved.get("model_config"))
+    model.to(resolve_device(cfg.device))
+    train_pairs = prepared.split.train
+    model.prepare(train_pairs["user"].to_numpy(), train_pairs["item"].to_numpy())
+    load_weights(model, run_dir / BEST_FILE)
+    model.eval()
+    metrics = evaluate_model(
+        model, prepared.split, prepared.sets, max_len=history_len(model, cfg), progress=cfg.progress
+    )
+    folder = find_checkpoint(run_dir)
+    if folder is None:
+        raise DataError(f"{run_dir}: no checkpoint folder; is this a run folder of `lmrec train`?")
+    state = read_state(folder)
+    metrics.update(_train_summary(state["best_epoch"], state["epoch"], state["best_metric"]))
+    return metrics
+
+
+def evaluate_model(
+    model: Recommender,
+    split: Split,
+    sets: Mapping[tuple[str, str], Any],
+    *,
+    max_len: int | None = None,
+    batch_size: int = 1024,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Test metrics of ``model`` on the candidate sets and on full ranking.
+
+    Each stage is scored with the last ``max_len`` items the model may see then (train for
+    validation, train + valid for test); ``max_len=None`` passes no history.
+
+    Top-K: HR@1/2/5/10, NDCG@k and NDCG@C over all C candidates, MRR. Interaction:
+    precision/recall/F1 at the threshold that maximises F1 on the validation set, AUC (pooled)
+    and UAUC. Full ranking: HR@10, NDCG@10, Recall@10 with seen items masked.
+    """
+    from lmrec.eval.evaluator import (
+        choose_threshold,
+        full_ranking_metrics,
+        interaction_metrics,
+        score_candidates,
+        topk_metrics,
+    )
+
+    device = _device_of(model)
+    scorers = {s: _Scorer(model, _histories(split, s, max_len), device) for s in ("valid", "test")}
+    model.eval()
+    out: dict[str, float] = {}
+    with torch.no_grad():
+        # Scored stage by stage: evaluate_candidate_sets' single score_fn cannot tell a
+        # validation row from a test row of the same user, and sequence models need to.
+        if ("topk", "test") in sets:
+            cands = sets[("topk", "test")]
+            scores = score_candidates(scorers["test"].candidates, cands, batch_size, progress)
+            topk = topk_metrics(scores, cands.labels, TOPK_CUTOFFS)
+            out.update({f"topk/{k}": v for k, v in topk.items()})
+        if ("interaction", "test") in sets:
+            valid = sets[("interaction", "valid")]
+            v_scores = score_candidates(scorers["valid"].candidates, valid, batch_size, progress)
+            threshold = choose_threshold(v_scores, valid.labels)
+            test = sets[("interaction", "test")]
+            scores = score_candidates(scorers["test"].candidates, test, batch_size, progress)
+            inter = interaction_metrics(scores, test.labels, threshold)
+            out.update({f"interaction/{k}": v for k, v in inter.items()})
+            out["interaction/threshold"] = threshold
+        full = full_ranking_metrics(
+            scorers["test"].full, split, "test", FULL_K, batch_size=256, progress=progress
+        )
+        out.update({f"full/{k}": v for k, v in full.items()})
+    return out
+
+
+class _Scorer:
+    """Score callables for the evaluator: numpy in, numpy out, histories of one stage."""
+
+    def __init__(
+        self, model: Recommender, histories: Histories | None, device: torch.device
+    ) -> None:
+        self.model = model
+        self.histories = histories
+        self.device = device
+
+    def _inputs(self, users: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
+        u = torch.tensor(users, dtype=torch.int64, device=self.device)
+        if self.histories is None:
+            return u, None
+        return u, self.histories.tensor(users).to(self.device)
+
+    def candidates(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        u, hist = self._inputs(users)
+        it = torch.tensor(items, dtype=torch.int64, device=self.device)
+        return self.model.score(u, it, hist).float().cpu().numpy()
+
+    def full(self, users: np.ndarray) -> np.ndarray:
+        u, hist = self._inputs(users)
+        return self.model.full_scores(u, hist).float().cpu().numpy()
+
+
+def _valid_fn(
+    split: Split, sets: Mapping[tuple[str, str], Any], cfg: TrainConfig, device: torch.device
+) -> Callable[[Recommender], dict[str, float]]:
+    """The validation metrics early stopping reads, chosen by ``cfg.valid_metric``'s prefix.
+
+    ``full/...``: full ranking on the validation stage (cutoff from the name, default 10).
+    ``topk/...``: the validation top-K candidate set. ``interaction/...``: the validation
+    interaction set (AUC is the meaningful one; F1 uses a threshold chosen on the same set).
+    """
+    from lmrec.eval.evaluator import (
+        choose_threshold,
+        full_ranking_metrics,
+        interaction_metrics,
+        score_candidates,
+        topk_metrics,
+    )
+
+    family, _, name = cfg.valid_metric.partition("/")
+    if family not in ("full", "topk", "interaction") or not name:
+        raise ConfigError(
+            f"train.valid_metric {cfg.valid_metric!r} must look like 'full/NDCG@10', "
+            "'topk/HR@1' or 'interaction/AUC'"
+        )
+    if family != "full" and (family, "valid") not in sets:
+        raise ConfigError(
+            f"train.valid_metric {cfg.valid_metric!r} needs the ({family!r}, 'valid') "
+            "candidate set, which this run does not have"
+        )
+    k = _cutoff(name, FULL_K)
+
+    histories: list[Histories | None] = []  # built on the first call, read every epoch
+
+    def valid_fn(model: Recommender) -> dict[str, float]:
+        if not histories:
+            histories.append(_histories(split, "valid", history_len(model, cfg)))
+        scorer = _Scorer(model, histories[0], device)
+        progress = False  # the epoch's own bar is enough
+        if family == "full":
+            m = full_ranking_metrics(scorer.full, split, "valid", k, progress=progress)
+        else:
+            cands = sets[(family, "valid")]
+            scores = score_candidates(scorer.candidates, cands, progress=progress)
+            if family == "topk":
+                m = topk_metrics(scores, cands.labels, sorted({*TOPK_CUTOFFS, k}))
+            else:
+                m = interaction_metrics(
+                    scores, cands.labels, choose_threshold(scores, cands.labels)
+                )
+        return {f"{family}/{key}": value for key, value in m.items()}
+
+    return valid_fn
+
+
+def _histories(split: Split, stage: str, max_len: int | None) -> Histories | None:
+    return None if max_len is None else Histories(split, stage, max_len)
+
+
+def _cutoff(name: str, default: int) -> int:
+    _, at, k = name.partition("@")
+    if not at:
+        return default
+    if not k.isdigit() or int(k) < 1:
+        raise ConfigError(f"train.valid_metric: bad cutoff in {name!r}; write e.g. NDCG@10")
+    return int(k)
+
+
+def _sections(config: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(config) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"config: unknown section(s) {', '.join(unknown)}; valid: {', '.join(SECTIONS)}"
+        )
+    for name, value in config.items():
+        if value is not None and not isinstance(value, Mapping):
+            raise ConfigError(f"config.{name} must be a mapping, got {type(value).__name__}")
+    return dict(config)
+
+
+def _build(name: str, split: Split, config: dict[str, Any] | None) -> Recommender:
+    from lmrec.models import build_model
+
+    return build_model(name, split.n_users, split.n_items, config)
+
+
+def _model_config(model: Recommender, given: dict[str, Any] | None) -> dict[str, Any]:
+    """The resolved model config (defaults filled in) when the model keeps one, else as given."""
+    cfg = getattr(model, "config", None)
+    try:
+        return to_dict(cfg)
+    except TypeError:  # not a dataclass
+        return dict(given or {})
+
+
+def _check_same_run(out_dir: Path, run_config: dict[str, Any], cfg: TrainConfig) -> None:
+    # Checked before config.json is rewritten, so a refused resume leaves the folder as it was.
+    path = out_dir / CONFIG_FILE
+    if not path.exists():
+        return
+    saved = read_json(path)
+    check_resumable(saved.get("train", {}), cfg, path)
+    changed = [
+        k
+        for k in sorted(set(saved) | set(run_config))
+        if k not in _UNCHECKED and k != "train" and saved.get(k) != run_config.get(k)
+    ]
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {run_config.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"{path}: {out_dir} holds a run with a different config ({diffs}); use a new "
+            "out_dir to train this one"
+        )
+
+
+def _device_of(model: Recommender) -> torch.device:
+    for t in model.state_dict().values():
+        return t.device
+    return torch.device("cpu")
+
+
+def _train_summary(best_epoch: int | None, epochs: int, best: float | None) -> dict[str, float]:
+    out = {
+        "train/best_epoch": best_epoch if best_epoch is not None else epochs,
+        "train/epochs": epochs,
+    }
+    if best is not None:
+        out["train/best_valid"] = float(best)
+    return out

@@ -1,0 +1,396 @@
+"""The one training loop every domain model uses.
+
+``train(model, split, cfg, out_dir, valid_fn)``: Adam on the batches of the model's
+``batch_kind``, validation every ``eval_every`` epochs, early stopping on ``cfg.valid_metric``
+with ``patience``, a checkpoint after every epoch and ``best.safetensors`` whenever validation
+improves. Running it again on the same ``out_dir`` resumes after the last completed epoch and
+ends bit-for-bit where an uninterrupted run would: batches depend only on ``(seed, epoch)``,
+and the checkpoint carries the weights, Adam's moments and step, and every RNG state.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from lmrec.config import to_dict
+from lmrec.errors import ConfigError, DataError
+from lmrec.models.base import Recommender
+from lmrec.protocol.split import Split
+from lmrec.train.batches import BatchBuilder
+from lmrec.train.checkpoint import (
+    find_checkpoint,
+    load_checkpoint,
+    load_weights,
+    read_state,
+    rng_state,
+    save_checkpoint,
+    save_weights,
+    set_rng_state,
+    weights_metadata,
+)
+
+BEST_FILE = "best.safetensors"
+# Fields that may change when a run is resumed: ``epochs`` may grow to train a finished run
+# further; the others do not change what is computed (another thread count or device can
+# change the last bits of float sums, so keep them for bit-exact resumes).
+RESUMABLE_FIELDS = frozenset({"epochs", "device", "num_threads", "progress"})
+
+ValidFn = Callable[[Recommender], dict[str, float]]
+
+
+@dataclass
+class TrainConfig:
+    """How a domain model is trained. Saved with every checkpoint.
+
+    Attributes
+    ----------
+    epochs:
+        Maximum number of epochs.
+    batch_size:
+        Rows per batch (users per batch for sequence models).
+    lr, weight_decay:
+        Adam's learning rate and L2 penalty.
+    patience:
+        Stop after this many validations in a row without improvement; 0 never stops early.
+    eval_every:
+        Validate every this many epochs (and after the last one). Patience counts validations.
+    seed:
+        Seeds python, numpy and torch, and with the epoch number every epoch's batches.
+    device:
+        ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    max_len:
+        History length of sequence models, in training batches and at scoring time. ``None``
+        (default) takes the model's own ``max_len`` (:func:`history_len`).
+    n_neg:
+        Sampled negatives per positive for pointwise (BCE) models.
+    num_threads:
+        ``torch.set_num_threads`` for CPU training; 0 leaves torch's default.
+    valid_metric:
+        The validation metric early stopping and best-weight selection follow (higher is
+        better). Default ``"full/NDCG@10"``: full ranking over every item with the user's train
+        items masked, on the validation stage. It depends on no negative sampler and varies
+        more smoothly than HR@1 over 20 candidates, so patience is less noisy. Candidate-set
+        metrics such as ``"topk/HR@1"`` are accepted too (whatever key ``valid_fn`` returns).
+    progress:
+        Show a tqdm bar per epoch and a one-line summary after it.
+    """
+
+    epochs: int = 100
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    patience: int = 10
+    eval_every: int = 1
+    seed: int = 0
+    device: str = "auto"
+    max_len: int | None = None
+    n_neg: int = 4
+    num_threads: int = 0
+    valid_metric: str = "full/NDCG@10"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        for name, low in (
+            ("epochs", 0),
+            ("batch_size", 1),
+            ("patience", 0),
+            ("eval_every", 1),
+            ("n_neg", 1),
+            ("num_threads", 0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"train.{name} must be an integer >= {low}, got {value!r}")
+        if self.max_len is not None and (
+            isinstance(self.max_len, bool) or not isinstance(self.max_len, int) or self.max_len < 1
+        ):
+            raise ConfigError(
+                f"train.max_len must be null or an integer >= 1, got {self.max_len!r}"
+            )
+        if not isinstance(self.seed, int):
+            raise ConfigError(f"train.seed must be an integer, got {self.seed!r}")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, int | float) or self.lr <= 0:
+            raise ConfigError(f"train.lr must be a number > 0, got {self.lr!r}")
+        wd = self.weight_decay
+        if isinstance(wd, bool) or not isinstance(wd, int | float) or wd < 0:
+            raise ConfigError(f"train.weight_decay must be a number >= 0, got {wd!r}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except (RuntimeError, TypeError) as exc:
+                raise ConfigError(
+                    f"train.device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
+                ) from exc
+        if not isinstance(self.valid_metric, str) or not self.valid_metric:
+            raise ConfigError("train.valid_metric must be a metric name such as 'full/NDCG@10'")
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` did: ``history`` has one entry per epoch (loss, metrics, seconds)."""
+
+    best_epoch: int
+    best_metric: float | None
+    epochs: int
+    stopped_early: bool
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when present, else CPU; an explicit CUDA device must exist."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device is {name!r} but no CUDA device is available; use 'auto'")
+    return device
+
+
+def history_len(model: Recommender, cfg: TrainConfig) -> int | None:
+    """How many past items ``model`` reads, or None when it reads no history.
+
+    Sequence models expose ``max_len``; ``cfg.max_len`` overrides it when set. Other models
+    ignore histories, so none are built for them.
+    """
+    reads = model.batch_kind == "sequence" or hasattr(model, "max_len")
+    if not reads:
+        return None
+    return cfg.max_len if cfg.max_len is not None else int(getattr(model, "max_len", 50))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def train(
+    model: Recommender,
+    split: Split,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    valid_fn: ValidFn,
+    *,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Train ``model`` on ``split.train``, resuming from ``out_dir``'s checkpoint if there is one.
+
+    Parameters
+    ----------
+    model:
+        Any :class:`~lmrec.models.base.Recommender`; ``batch_kind == "none"`` is only validated.
+    split:
+        The leave-one-out split (train interactions are read; validation is ``valid_fn``'s job).
+    cfg:
+        The :class:`TrainConfig`.
+    out_dir:
+        Run folder: ``checkpoint/`` (every epoch) and ``best.safetensors`` are written here.
+    valid_fn:
+        ``valid_fn(model) -> {metric: value}``, called in eval mode under ``torch.no_grad``; it
+        must return ``cfg.valid_metric``.
+    on_epoch_end:
+        Called as ``on_epoch_end(epoch, history_entry)`` after each epoch's checkpoint is
+        written (epochs count from 1). Raising from it stops training with the checkpoint intact.
+
+    Returns
+    -------
+    TrainResult
+        With ``model`` left holding the best weights (those of ``best.safetensors``).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    model.to(device)
+    # What models build from the train data (LightGCN's graph, popularity's counts) is not in
+    # their weights, so it is rebuilt on every start, resumed or not.
+    model.prepare(split.train["user"].to_numpy(), split.train["item"].to_numpy())
+    optimizer = (
+        torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if model.batch_kind != "none"
+        else None
+    )
+    state = _fresh_state(cfg)
+    folder = find_checkpoint(out_dir)
+    if folder is not None:
+        state = read_state(folder)
+        check_resumable(state.get("train_config", {}), cfg, folder)
+        load_checkpoint(folder, model, optimizer)
+        set_rng_state(state["rng"])
+        _repair_best(out_dir, model, state)
+
+    if model.batch_kind == "none":
+        if state["best_epoch"] is None:  # nothing to learn: validate once, for the record
+            metrics = _validate(model, valid_fn, cfg.valid_metric)
+            state.update(best_metric=metrics[cfg.valid_metric], best_epoch=0, epoch=0)
+            state["history"] = [{"epoch": 0, "loss": None, "metrics": metrics, "seconds": 0.0}]
+            state["rng"] = rng_state()
+            save_checkpoint(out_dir, model, None, state)
+            save_weights(model, out_dir / BEST_FILE, {"epoch": "0"})
+        return _finish(out_dir, model, state)
+
+    batches = BatchBuilder(
+        split,
+        model.batch_kind,
+        cfg.batch_size,
+        cfg.seed,
+        max_len=history_len(model, cfg) or 1,
+        n_neg=cfg.n_neg,
+    )
+    n_batches = batches.n_batches()
+    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
+        if state["stopped_early"]:
+            break
+        start = time.perf_counter()
+        model.train()
+        total, steps = torch.zeros((), device=device), 0
+        bar = tqdm(
+            batches.epoch(epoch),
+            total=n_batches,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            leave=False,
+            disable=not cfg.progress,
+        )
+        for batch in bar:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            loss = model.loss(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+            steps += 1
+            if steps % 20 == 0:
+                bar.set_postfix(loss=f"{total.item() / steps:.4f}")
+        entry: dict[str, Any] = {"epoch": epoch, "loss": total.item() / max(steps, 1)}
+        if not np.isfinite(entry["loss"]):
+            raise FloatingPointError(
+                f"training loss became {entry['loss']} in epoch {epoch}; lower train.lr"
+            )
+        improved = False
+        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+            metrics = _validate(model, valid_fn, cfg.valid_metric)
+            entry["metrics"] = metrics
+            value = metrics[cfg.valid_metric]
+            if state["best_metric"] is None or value > state["best_metric"]:
+                state.update(best_metric=value, best_epoch=epoch, bad_evals=0)
+                improved = True
+            else:
+                state["bad_evals"] += 1
+                if cfg.patience and state["bad_evals"] >= cfg.patience:
+                    state["stopped_early"] = True
+        entry["seconds"] = time.perf_counter() - start
+        state["epoch"] = epoch
+        state["history"].append(entry)
+        state["rng"] = rng_state()
+        save_checkpoint(out_dir, model, optimizer, state)
+        # After the checkpoint: a kill in between is repaired on resume by _repair_best.
+        if improved:
+            save_weights(model, out_dir / BEST_FILE, {"epoch": str(epoch)})
+        if cfg.progress:
+            tqdm.write(_summary(entry, state, cfg.valid_metric))
+        if on_epoch_end is not None:
+            on_epoch_end(epoch, entry)
+    return _finish(out_dir, model, state)
+
+
+def _fresh_state(cfg: TrainConfig) -> dict[str, Any]:
+    return {
+        "epoch": 0,  # completed epochs
+        "best_metric": None,
+        "best_epoch": None,
+        "bad_evals": 0,  # validations since the last improvement (the patience counter)
+        "stopped_early": False,
+        "history": [],
+        "train_config": to_dict(cfg),
+        "rng": None,
+    }
+
+
+def _validate(model: Recommender, valid_fn: ValidFn, metric: str) -> dict[str, float]:
+    model.eval()
+    with torch.no_grad():
+        metrics = {k: float(v) for k, v in valid_fn(model).items()}
+    model.train()
+    if metric not in metrics:
+        raise ConfigError(
+            f"train.valid_metric {metric!r} is not among the validation metrics "
+            f"({', '.join(sorted(metrics))})"
+        )
+    return metrics
+
+
+def check_resumable(saved: dict[str, Any], cfg: TrainConfig, where: Path) -> None:
+    """Raise :class:`ConfigError` if ``cfg`` differs from the ``saved`` train config in a field
+    that changes the result (anything but :data:`RESUMABLE_FIELDS`)."""
+    now = to_dict(cfg)
+    changed = sorted(
+        k for k in set(saved) | set(now) if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)
+    )
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise ConfigError(
+            f"{where}: this run was trained with a different config ({diffs}); use a new "
+            "out_dir, or the saved config to resume"
+        )
+
+
+def _repair_best(out_dir: Path, model: Recommender, state: dict[str, Any]) -> None:
+    # best.safetensors is written just after the checkpoint swap; a kill in between leaves it
+    # one improvement behind, and then the checkpoint's own weights are the best ones.
+    best_epoch = state.get("best_epoch")
+    if best_epoch is None:
+        return
+    path = out_dir / BEST_FILE
+    on_disk = weights_metadata(path).get("epoch") if path.exists() else None
+    if on_disk == str(best_epoch):
+        return
+    if best_epoch != state["epoch"]:
+        raise DataError(
+            f"{path}: holds epoch {on_disk} but the checkpoint's best epoch is {best_epoch}; "
+            "the best weights are lost, delete the run folder to train again"
+        )
+    save_weights(model, path, {"epoch": str(best_epoch)})
+
+
+def _finish(out_dir: Path, model: Recommender, state: dict[str, Any]) -> TrainResult:
+    if state["best_epoch"] is not None:
+        load_weights(model, out_dir / BEST_FILE)
+    model.eval()
+    return TrainResult(
+        best_epoch=state["best_epoch"] if state["best_epoch"] is not None else state["epoch"],
+        best_metric=state["best_metric"],
+        epochs=state["epoch"],
+        stopped_early=state["stopped_early"],
+        history=state["history"],
+    )
+
+
+def _summary(entry: dict[str, Any], state: dict[str, Any], metric: str) -> str:
+    text = f"epoch {entry['epoch']}: loss {entry['loss']:.4f}"
+    if "metrics" in entry:
+        text += f", {metric} {entry['metrics'][metric]:.4f}"
+        text += f" (best {state['best_metric']:.4f} at epoch {state['best_epoch']})"
+    return text + f", {entry['seconds']:.1f} s"
+
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "check_resumable",
+    "history_len",
+    "resolve_device",
+    "seed_everything",
+    "train",
+]
