@@ -46,15 +46,12 @@ class Prepared:
         out = Path(out)
         written = []
         for (task, stage), cands in sorted(self.sets.items()):
-            folder = out / f"{task}-{stage}"
+            folder = out / f"{task}_{stage}"
             cands.save(folder)
             written.append(folder)
-            csv = out / f"{task}-{stage}.csv"
-            export_csv(cands, self.dataset, csv)
-            written.append(csv)
-        main = out / "candidates.csv"
-        export_csv(self.sets[("topk", "test")], self.dataset, main)
-        written.append(main)
+        # one CSV per set (<task>_<stage>.csv) plus candidates.csv, the test top-K set
+        export_csv(self.sets, self.dataset, out)
+        written += sorted(out.glob("*.csv"))
         write_json(out / "protocol.json", self.protocol())
         written.append(out / "protocol.json")
         return written
@@ -77,5 +74,5 @@ def prepare(
         candidates = from_dict(CandidateConfig, candidates, "candidates")
     ds = load_dataset(dataset, data_dir=data_dir, preprocess=preprocess)
     split = leave_one_out(ds)
-    sets = load_or_build_candidates(ds, split, candidates)
+    sets = load_or_build_candidates(ds, split, candidates, preprocess=to_dict(preprocess))
     return Prepared(ds, split, sets, preprocess, candidates)
