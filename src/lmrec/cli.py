@@ -21,7 +21,8 @@ data_app = typer.Typer(help="Datasets: statistics and saved candidate sets.", no
 llm_app = typer.Typer(help="The LLM side: fine-tune and evaluate.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(llm_app, name="llm")
-console = Console()
+# Outside a terminal (CI logs, pipes) rich wraps at 80 columns; results tables are wider.
+console = Console(width=None if Console().is_terminal else 160)
 
 DataDir = Annotated[
     Path | None,
@@ -163,8 +164,8 @@ def demo(
     """The main job on the offline defaults: statistics, candidate sets, baselines, report."""
     from lmrec.experiment.demo import run_demo
 
-    report = run_demo([d.strip() for d in datasets.split(",") if d.strip()], out)
-    console.print(report)
+    run_demo([d.strip() for d in datasets.split(",") if d.strip()], out, console=console)
+    console.print(f"report written to {out / 'report.md'}")
 
 
 def main(argv: list[str] | None = None) -> None:
