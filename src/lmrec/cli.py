@@ -154,6 +154,68 @@ def _sections(cfg: dict) -> dict:
     return {f"{k}_config" if k in ("model", "train") else k: v for k, v in cfg.items()}
 
 
+@llm_app.command("train")
+def llm_train_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset name or spec.")],
+    out: Annotated[Path, typer.Option(help="Run folder: adapters/weights, config, metrics.json.")],
+    mode: Annotated[
+        str | None, typer.Option(help="full, lora, extra, prompt, or none (zero/few-shot).")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML in the form of LLMRunConfig.")] = None,
+) -> None:
+    """Fine-tune an LLM recommender (resuming from OUT's last checkpoint) and evaluate it."""
+    from lmrec.config import load_file
+    from lmrec.llm import llm_train
+    from lmrec.report import metrics_table
+
+    metrics = llm_train(dataset, mode, out, load_file(config) if config else None)
+    console.print(metrics_table({f"llm ({mode or 'config'}) on {dataset}": metrics}))
+
+
+@llm_app.command("evaluate")
+def llm_evaluate_cmd(
+    run: Annotated[
+        Path | None, typer.Option(help="A run folder written by `lmrec llm train`.")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Without --run: evaluate the model untrained on this.")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="YAML in the form of LLMRunConfig.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder for metrics.json.")] = None,
+) -> None:
+    """Evaluate a saved LLM run, or an untrained (zero-/few-shot) LLM on a dataset."""
+    from lmrec.config import load_file
+    from lmrec.errors import ConfigError
+    from lmrec.llm import llm_evaluate
+    from lmrec.report import metrics_table
+
+    if run is None and dataset is None:
+        raise ConfigError("give --run DIR (a trained run) or --dataset NAME (zero-/few-shot)")
+    target = (
+        run if run is not None else {"dataset": dataset, "llm": load_file(config) if config else {}}
+    )
+    metrics = llm_evaluate(target, out)
+    console.print(metrics_table({str(run or dataset): metrics}))
+
+
+@app.command("experiment")
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (datasets x methods x seeds).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: from the config).")
+    ] = None,
+    only: Annotated[
+        str | None, typer.Option(help="Comma-separated method labels to run (default all).")
+    ] = None,
+) -> None:
+    """Run a whole comparison; finished cells are skipped, an interrupted one resumes."""
+    from lmrec.experiment.runner import run_experiment
+
+    only_list = [m.strip() for m in only.split(",")] if only else None
+    report_dir = run_experiment(config, out, only=only_list, console=console)
+    console.print(f"report written to {report_dir}")
+
+
 @app.command("demo")
 def demo(
     out: Annotated[Path, typer.Option(help="Folder for the report.")] = Path("runs/demo"),
