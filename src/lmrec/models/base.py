@@ -21,12 +21,18 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 
 class Recommender(nn.Module):
-    """Base class: ``loss(batch)``, ``score(users, items)``, ``user_item_embeddings()``."""
+    """Base class: ``loss(batch)``, ``score(users, items)``, ``user_item_embeddings()``.
+
+    Subclasses are built as ``Model(n_users, n_items, config)`` with a dataclass ``config``
+    kept as ``self.config``; sequential models also expose ``max_len``, the history length
+    they read (longer histories are cut to their last ``max_len`` items).
+    """
 
     batch_kind: ClassVar[str] = "pairwise"
 
@@ -34,6 +40,14 @@ class Recommender(nn.Module):
         super().__init__()
         self.n_users = n_users
         self.n_items = n_items
+
+    def prepare(self, users: np.ndarray, items: np.ndarray) -> None:
+        """Hand the model the train interactions it needs beyond batches; default: nothing.
+
+        The training loop calls this once with the train ``(user, item)`` pairs before training,
+        and again after loading a checkpoint, since what it builds is not saved with the weights.
+        LightGCN builds its graph here (:meth:`LightGCN.set_graph`), popularity counts items.
+        """
 
     def loss(self, batch: dict[str, Tensor]) -> Tensor:
         """Scalar training loss on one batch of this model's ``batch_kind``."""
