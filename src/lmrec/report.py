@@ -18,7 +18,9 @@ METRIC_COLUMNS = (
     ("interaction/AUC", "AUC"),
     ("full/HR@10", "full HR@10"),
     ("full/NDCG@10", "full NDCG@10"),
+    ("full/Recall@10", "full Recall@10"),
 )
+METRIC_LABELS = dict(METRIC_COLUMNS)
 
 
 def _fmt(value: object) -> str:
@@ -63,6 +65,18 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def rich_table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], title: str | None = None
+) -> Table:
+    """The same header and rows as :func:`markdown_table`, for the terminal."""
+    table = Table(title=title)
+    for i, h in enumerate(header):
+        table.add_column(h, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*r)
+    return table
 
 
 def stats_markdown(stats: Sequence[Mapping[str, object]]) -> str:
