@@ -1,0 +1,200 @@
+"""The BDLM paper's LLM baselines (5.3) on the shared candidate sets.
+
+- **LLM-Rec** (Lyu et al. 2023): zero-shot prompting of the instruct model, titles only, in the
+  chat template; top-K by the candidates' title likelihood, interaction by P(Yes) vs P(No).
+  A config preset for :func:`lmrec.llm.pipeline.llm_train` with mode ``none``.
+- **InstructRec** (Zhang et al. 2023): the same text-only prompts, supervised fine-tuning (LoRA by
+  default). Also a preset.
+- **GPT4SM**: frozen LLM features of user text (the titles of the train history) and item text
+  (the title), each projected and concatenated into a small MLP scorer trained by the domain
+  models' one training loop (:func:`lmrec.train.trainer.train`), pointwise with BCE.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lmrec.errors import ConfigError
+from lmrec.models.base import Recommender
+
+TEXT_PROMPTS = {"topk": "text-topk", "interaction": "text-interaction"}
+
+PRESETS: dict[str, dict] = {
+    "llm-rec": {
+        "id_tokens": False,
+        "mode": {"mode": "none"},
+        "prompt": {**TEXT_PROMPTS, "chat": True},
+    },
+    "instructrec": {
+        "id_tokens": False,
+        "mode": {"mode": "lora"},
+        "prompt": dict(TEXT_PROMPTS),
+    },
+}
+
+
+def preset(name: str, overrides: dict | None = None) -> dict:
+    """A baseline's :class:`~lmrec.llm.pipeline.LLMRunConfig` dict, with ``overrides`` merged."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown LLM baseline {name!r}; choose one of {', '.join(PRESETS)}")
+    out = copy.deepcopy(PRESETS[name])
+    for key, value in (overrides or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
+        else:
+            out[key] = value
+    return out
+
+
+# ---------------------------------------------------------------- GPT4SM
+
+
+@dataclass
+class GPT4SMConfig:
+    """GPT4SM scorer: widths of the projected features and of the MLP's hidden layer."""
+
+    dim: int = 64
+    hidden: int = 64
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.dim < 1 or self.hidden < 1 or not 0 <= self.dropout < 1:
+            raise ConfigError("gpt4sm.dim and gpt4sm.hidden must be >= 1, dropout in [0, 1)")
+
+
+class GPT4SM(Recommender):
+    """score(u, i) = w . relu(A [P f_u ; Q f_i] + b) + c with frozen LLM features f_u, f_i.
+
+    The first layer is applied to the two halves separately (``A = [A_u, A_i]``), so scoring all
+    items for a batch of users costs (B, n_items, hidden), never (B, n_items, 2 * width).
+    """
+
+    batch_kind = "pointwise"
+
+    def __init__(self, user_feats: Tensor, item_feats: Tensor, config: GPT4SMConfig | None = None):
+        super().__init__(user_feats.shape[0], item_feats.shape[0])
+        self.config = config or GPT4SMConfig()
+        d, h = self.config.dim, self.config.hidden
+        # features are standardised once: LLM hidden states have a few huge dimensions
+        feats = torch.cat([user_feats, item_feats]).float()
+        mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
+        self.register_buffer("user_feats", (user_feats.float() - mean) / std)
+        self.register_buffer("item_feats", (item_feats.float() - mean) / std)
+        self.user_proj = nn.Linear(user_feats.shape[1], d)
+        self.item_proj = nn.Linear(item_feats.shape[1], d)
+        self.first_user = nn.Linear(d, h)
+        self.first_item = nn.Linear(d, h, bias=False)
+        self.out = nn.Linear(h, 1)
+        self.drop = nn.Dropout(self.config.dropout)
+
+    def _halves(self, users: Tensor, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        u = self.first_user(self.drop(self.user_proj(self.user_feats[users])))  # (B, h)
+        feats = self.item_feats if items is None else self.item_feats[items]
+        i = self.first_item(self.drop(self.item_proj(feats)))  # (n or B.., h)
+        return u, i
+
+    def score(self, users: Tensor, items: Tensor, history: Tensor | None = None) -> Tensor:
+        u, i = self._halves(users, items)  # (B, h), (B, C, h)
+        return self.out(F.relu(u.unsqueeze(1) + i)).squeeze(-1)
+
+    def full_scores(self, users: Tensor, history: Tensor | None = None) -> Tensor:
+        u, i = self._halves(users)  # (B, h), (n_items, h)
+        return self.out(F.relu(u.unsqueeze(1) + i.unsqueeze(0))).squeeze(-1)
+
+    def loss(self, batch: dict[str, Tensor]) -> Tensor:
+        logits = self.score(batch["users"], batch["items"].unsqueeze(1)).squeeze(1)
+        return F.binary_cross_entropy_with_logits(logits, batch["labels"].float())
+
+    def user_item_embeddings(self) -> tuple[Tensor | None, Tensor]:
+        return self.user_proj(self.user_feats), self.item_proj(self.item_feats)
+
+
+def user_texts(split, titles: list[str], max_history: int = 10) -> list[str]:
+    """One text per user: the titles of the last ``max_history`` train items."""
+    from lmrec.llm.prompts import histories
+
+    out = []
+    for seq in histories(split.train, split.n_users):
+        names = "; ".join(titles[j] for j in seq[-max_history:]) or "nothing yet"
+        out.append(f"A user who watched: {names}. The user likes")
+    return out
+
+
+def text_features(model, tokenizer, texts: list[str], batch_size: int = 32) -> Tensor:
+    """Frozen h_LLM of each text (last-position top-layer state), with a progress bar."""
+    from tqdm.auto import tqdm
+
+    from lmrec.llm.features import prompt_features
+
+    chunks = range(0, len(texts), batch_size)
+    feats = [
+        prompt_features(model, texts[s : s + batch_size], tokenizer, batch_size)
+        for s in tqdm(chunks, desc="llm features")
+    ]
+    return torch.cat(feats)
+
+
+def gpt4sm_run(
+    dataset_name: str,
+    out_dir: str | Path,
+    llm: str = "smollm2-135m",
+    model_config: dict | None = None,
+    train_config: dict | None = None,
+    preprocess: dict | None = None,
+    candidates: dict | None = None,
+) -> dict:
+    """Features from the frozen LLM -> GPT4SM trained by the shared loop -> ``metrics.json``."""
+    from lmrec.config import from_dict, to_dict
+    from lmrec.llm.resolve import load_llm
+    from lmrec.pipeline import prepare
+    from lmrec.train.run import _valid_fn, evaluate_model
+    from lmrec.train.trainer import TrainConfig, resolve_device, train
+    from lmrec.utils.io import write_json
+
+    out = Path(out_dir)
+    prepared = prepare(dataset_name, preprocess=preprocess, candidates=candidates)
+    cfg = from_dict(TrainConfig, {"valid_metric": "topk/NDCG@20", **(train_config or {})}, "train")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    feats_path = out / "features.safetensors"
+    if feats_path.is_file():
+        from safetensors.torch import load_file
+
+        saved = load_file(str(feats_path))
+        uf, itf = saved["users"], saved["items"]
+    else:
+        from safetensors.torch import save_file
+
+        lm, tok = load_llm(llm)
+        titles = prepared.dataset.titles()
+        uf = text_features(lm, tok, user_texts(prepared.split, titles))
+        itf = text_features(lm, tok, [f"A movie: {t}." for t in titles])
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({"users": uf, "items": itf}, str(feats_path))
+        del lm
+    torch.manual_seed(cfg.seed)
+    model = GPT4SM(uf, itf, from_dict(GPT4SMConfig, model_config, "gpt4sm"))
+    device = resolve_device(cfg.device)
+    model.to(device)
+    write_json(
+        out / "config.json",
+        {
+            "model": "gpt4sm",
+            "llm": llm,
+            "dataset": dataset_name,
+            "model_config": to_dict(model.config),
+            "train": to_dict(cfg),
+            "preprocess": to_dict(prepared.preprocess),
+            "candidates": to_dict(prepared.candidates),
+        },
+    )
+    train(model, prepared.split, cfg, out, _valid_fn(prepared.split, prepared.sets, cfg, device))
+    metrics = evaluate_model(model, prepared.split, prepared.sets, progress=cfg.progress)
+    write_json(out / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,479 @@
+"""A whole LLM run: data -> split -> candidates -> LLM with user/item tokens -> SFT -> metrics.
+
+:func:`llm_train` is what ``lmrec llm train`` calls and :func:`llm_evaluate` what
+``lmrec llm evaluate`` calls. A run folder holds:
+
+- ``config.json``: dataset and the resolved :class:`LLMRunConfig`;
+- ``user_ids.json``, ``item_ids.json``: the dataset's id maps; ``id_tokens.json``: token id <->
+  (kind, index); ``tokenizer/``: the tokenizer with the new tokens;
+- ``id_rows.safetensors``: the user/item token rows as initialised (pre-loaded or random), so the
+  model can be rebuilt without the domain model; ``preload.json``: how they were made;
+- ``checkpoints/step-N/``: trainable weights + optimizer (:mod:`lmrec.llm.trainer`);
+- ``train.json`` (throughput, loss) and ``metrics.json`` (same keys as the domain models).
+
+Evaluation scores the shared candidate sets stage by stage (the test prompt's history includes
+the validation item, the validation prompt's does not); interaction prediction uses
+log P(Yes) - log P(No) with the F1 threshold chosen on the validation set.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from lmrec.config import from_dict, to_dict
+from lmrec.errors import ConfigError, DataError
+from lmrec.llm.modes import ModeConfig, apply_mode
+from lmrec.llm.prompts import Prompt, PromptBuilder, PromptConfig, histories
+from lmrec.llm.resolve import DEFAULT_LLM, load_llm
+from lmrec.llm.scoring import score_continuations, score_token_candidates, score_yes_no
+from lmrec.llm.sft import ExampleConfig, training_examples
+from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
+from lmrec.llm.trainer import TrainConfig, latest_checkpoint, load_trainable, train_sft
+from lmrec.utils.io import read_json, write_json
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+ROWS_FILE = "id_rows.safetensors"
+TOPK_CUTOFFS = (1, 2, 5, 10)
+
+
+@dataclass
+class PreloadConfig:
+    """Where the user/item token rows start.
+
+    Attributes
+    ----------
+    init:
+        ``"domain"``: from a domain model's ``user_item_embeddings()`` (BDLM pre-loading);
+        ``"random"``: random rows with the vocabulary's norm (ablation *w/o PE*).
+    domain_run:
+        A domain-model run folder (``lmrec train`` output) to read the tables from.
+    domain_model:
+        Or a registered domain model to train on the spot into ``<out_dir>/domain`` (with
+        ``domain_config`` / ``domain_train`` as its model and train configs).
+    projection:
+        ``auto``, ``copy``, ``orthogonal`` or ``linear`` (:func:`lmrec.llm.tokens.project_table`).
+    """
+
+    init: str = "random"
+    domain_run: str | None = None
+    domain_model: str | None = None
+    domain_config: dict = field(default_factory=dict)
+    domain_train: dict = field(default_factory=dict)
+    projection: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.init not in ("domain", "random"):
+            raise ConfigError(f"preload.init must be 'domain' or 'random', got {self.init!r}")
+        if self.init == "domain" and not (self.domain_run or self.domain_model):
+            raise ConfigError(
+                "preload.init=domain needs preload.domain_run (a trained domain-model folder) "
+                "or preload.domain_model (a model name to train first)"
+            )
+
+
+@dataclass
+class LLMRunConfig:
+    """Everything one LLM run needs; every section is validated by its own dataclass."""
+
+    model: str = DEFAULT_LLM
+    device: str = "auto"
+    dtype: str | None = None
+    id_tokens: bool = True
+    preload: PreloadConfig = field(default_factory=PreloadConfig)
+    mode: ModeConfig = field(default_factory=ModeConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    examples: ExampleConfig = field(default_factory=ExampleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tasks: list[str] = field(default_factory=lambda: ["topk", "interaction"])
+    few_shot: int = 0
+    eval_batch_size: int = 8
+    eval_limit: int = 0
+    num_threads: int = 0
+    seed: int = 0
+    preprocess: dict = field(default_factory=dict)
+    candidates: dict = field(default_factory=dict)
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        sections = {
+            "preload": PreloadConfig,
+            "mode": ModeConfig,
+            "prompt": PromptConfig,
+            "examples": ExampleConfig,
+            "train": TrainConfig,
+        }
+        for name, cls in sections.items():
+            value = getattr(self, name)
+            if isinstance(value, dict):
+                setattr(self, name, from_dict(cls, value, f"llm.{name}"))
+        bad = [t for t in self.tasks if t not in ("topk", "interaction")]
+        if bad or not self.tasks:
+            raise ConfigError(f"llm.tasks must be a non-empty subset of topk, interaction: {bad}")
+        if not self.id_tokens and self.preload.init == "domain":
+            raise ConfigError("llm.preload.init=domain needs id_tokens: true (rows to pre-load)")
+        if self.few_shot < 0 or self.eval_limit < 0:
+            raise ConfigError("llm.few_shot and llm.eval_limit must be >= 0")
+
+
+# ---------------------------------------------------------------- building the model
+
+
+def domain_tables(preload: PreloadConfig, dataset_name: str, out_dir: Path | None, prepared):
+    """(user_table or None, item_table) of the configured domain model, trained if needed."""
+    from lmrec.models import build_model
+    from lmrec.train.checkpoint import load_weights
+    from lmrec.train.run import train_run
+    from lmrec.train.trainer import BEST_FILE
+
+    run = Path(preload.domain_run) if preload.domain_run else None
+    if run is None:
+        if out_dir is None:
+            raise ConfigError("preload.domain_model needs an out_dir to train the domain model in")
+        run = Path(out_dir) / "domain"
+        if not (run / BEST_FILE).is_file():
+            train_run(
+                preload.domain_model,
+                dataset_name,
+                out_dir=run,
+                model_config=preload.domain_config,
+                train_config=preload.domain_train,
+                preprocess=to_dict(prepared.preprocess),
+                candidates=to_dict(prepared.candidates),
+            )
+    saved = read_json(run / "config.json")
+    if read_json(run / "item_ids.json").get("raw") != prepared.dataset.items.raw:
+        raise DataError(f"{run}: the domain model was trained on other items than this dataset")
+    model = build_model(
+        saved["model"], prepared.split.n_users, prepared.split.n_items, saved.get("model_config")
+    )
+    train = prepared.split.train
+    model.prepare(train["user"].to_numpy(), train["item"].to_numpy())
+    load_weights(model, run / BEST_FILE)
+    model.eval()
+    with torch.no_grad():
+        users, items = model.user_item_embeddings()
+    return (None if users is None else users.detach().float().cpu()), items.detach().float().cpu()
+
+
+def build_llm(cfg: LLMRunConfig, n_users: int, n_items: int, titles: list[str], tables=None):
+    """Base model + tokenizer + user/item tokens (pre-loaded from ``tables`` when given).
+
+    Returns ``(model, tokenizer, ids, preload_record)``; ``ids`` is None for text-only runs.
+    """
+    model, tok = load_llm(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+    if not cfg.id_tokens:
+        return model, tok, None, {"id_tokens": False}
+    ids = add_id_tokens(model, tok, n_users, n_items, seed=cfg.preload.seed)
+    record: dict[str, Any] = {"init": "random"}
+    if tables is not None:
+        record = {
+            "init": "domain",
+            **preload_id_tokens(
+                model,
+                tok,
+                ids,
+                tables[0],
+                tables[1],
+                cfg.preload.projection,
+                titles,
+                seed=cfg.preload.seed,
+            ),
+        }
+    return model, tok, ids, record
+
+
+def id_rows(model, ids: IdTokens) -> torch.Tensor:
+    """The user/item rows of the (base) input embedding: (n_users + n_items, width)."""
+    return model.get_input_embeddings().weight[ids.first_id : ids.end_id].detach().float().cpu()
+
+
+# ---------------------------------------------------------------- scoring
+
+
+class LLMScorer:
+    """Score callables for :mod:`lmrec.eval.evaluator` on one stage's histories."""
+
+    def __init__(self, model, tokenizer, builder: PromptBuilder, hist, ids, cfg, shots=None):
+        self.model, self.tok, self.builder, self.hist = model, tokenizer, builder, hist
+        self.ids, self.cfg, self.shots = ids, cfg, shots or {}
+
+    def prompts(self, task: str, users, items) -> list[str]:
+        shots = self.shots.get(task, ())
+        if task == "topk":
+            return [
+                self.builder.prompt(
+                    "topk", int(u), self.hist[int(u)], candidates=row, shots=shots
+                ).text
+                for u, row in zip(users, items, strict=True)
+            ]
+        return [
+            self.builder.prompt(
+                "interaction", int(u), self.hist[int(u)], target=int(j), shots=shots
+            ).text
+            for u, row in zip(users, items, strict=True)
+            for j in row
+        ]
+
+    def topk(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        prompts = self.prompts("topk", users, items)
+        bs = self.cfg.eval_batch_size
+        if self.builder.config.template("topk").answer == "item_token":
+            s = score_token_candidates(
+                self.model, self.tok, prompts, self.ids.token_ids("item", items), bs
+            )
+        else:
+            conts = [[self.builder.answer("topk", item=int(j)) for j in row] for row in items]
+            s = score_continuations(self.model, self.tok, prompts, conts, bs * 4)
+        return s.numpy()
+
+    def interaction(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        prompts = self.prompts("interaction", users, items)
+        yes = self.builder.answer("interaction", label=1)
+        no = self.builder.answer("interaction", label=0)
+        s = score_yes_no(self.model, self.tok, prompts, yes, no, self.cfg.eval_batch_size)
+        return s.numpy().reshape(items.shape)
+
+
+def evaluate_llm(
+    model, tokenizer, builder, prepared, ids, cfg: LLMRunConfig, shots=None, progress: bool = True
+) -> dict[str, float]:
+    """Metrics on the shared candidate sets, with the domain models' metric keys."""
+    from lmrec.eval.evaluator import (
+        choose_threshold,
+        interaction_metrics,
+        score_candidates,
+        topk_metrics,
+    )
+
+    split = prepared.split
+    scorers = {
+        stage: LLMScorer(
+            model,
+            tokenizer,
+            builder,
+            histories(split.history_before(stage), split.n_users),
+            ids,
+            cfg,
+            shots,
+        )
+        for stage in ("valid", "test")
+    }
+
+    def subset(cands):
+        if not cfg.eval_limit or len(cands) <= cfg.eval_limit:
+            return cands
+        from lmrec.protocol.candidates import CandidateSet
+
+        n = cfg.eval_limit
+        return CandidateSet(
+            cands.task,
+            cands.stage,
+            cands.users[:n],
+            cands.items[:n],
+            cands.labels[:n],
+            dict(cands.meta),
+        )
+
+    bs = cfg.eval_batch_size
+    out: dict[str, float] = {}
+    model.eval()
+    t0 = time.perf_counter()
+    if "topk" in cfg.tasks:
+        cands = subset(prepared.sets[("topk", "test")])
+        scores = score_candidates(scorers["test"].topk, cands, bs, progress)
+        out.update(
+            {f"topk/{k}": v for k, v in topk_metrics(scores, cands.labels, TOPK_CUTOFFS).items()}
+        )
+    if "interaction" in cfg.tasks:
+        valid = subset(prepared.sets[("interaction", "valid")])
+        v_scores = score_candidates(scorers["valid"].interaction, valid, bs, progress)
+        threshold = choose_threshold(v_scores, valid.labels)
+        test = subset(prepared.sets[("interaction", "test")])
+        scores = score_candidates(scorers["test"].interaction, test, bs, progress)
+        out.update(
+            {
+                f"interaction/{k}": v
+                for k, v in interaction_metrics(scores, test.labels, threshold).items()
+            }
+        )
+        out["interaction/threshold"] = threshold
+    out["eval/seconds"] = time.perf_counter() - t0
+    out["eval/users"] = float(len(subset(prepared.sets[("topk", "test")])))
+    return out
+
+
+def few_shot_examples(
+    prepared, builder: PromptBuilder, cfg: LLMRunConfig
+) -> dict[str, list[Prompt]]:
+    """``cfg.few_shot`` demonstrations per task, drawn (seeded) from the training prompts."""
+    if not cfg.few_shot:
+        return {}
+    out = {}
+    for task in cfg.tasks:
+        ex_cfg = from_dict(
+            ExampleConfig, {**to_dict(cfg.examples), "tasks": [task]}, "llm.examples"
+        )
+        pool = training_examples(prepared.split, builder, ex_cfg)
+        rng = np.random.default_rng([cfg.seed, len(task)])
+        pick = rng.choice(len(pool), size=min(cfg.few_shot, len(pool)), replace=False)
+        out[task] = [pool[i] for i in pick]
+    return out
+
+
+# ---------------------------------------------------------------- the library entry points
+
+
+def _prepare(dataset_name: str, cfg: LLMRunConfig):
+    from lmrec.pipeline import prepare
+
+    return prepare(
+        dataset_name,
+        data_dir=cfg.data_dir,
+        preprocess=cfg.preprocess or None,
+        candidates=cfg.candidates or None,
+    )
+
+
+def llm_train(
+    dataset_name: str, mode: str | None, out_dir: str | Path, config: dict | None = None
+) -> dict:
+    """Build, fine-tune (``mode``) and evaluate an LLM recommender; returns ``metrics.json``.
+
+    Parameters
+    ----------
+    dataset_name:
+        A dataset :func:`lmrec.data.load_dataset` knows (``ml-100k``, ``ml-1m``, ...).
+    mode:
+        ``full``, ``lora``, ``extra``, ``prompt`` or ``none`` (zero/few-shot); overrides
+        ``config["mode"]["mode"]`` when given.
+    out_dir:
+        The run folder (see the module docstring); an existing checkpoint there is resumed.
+    config:
+        The dict form of :class:`LLMRunConfig` (unknown keys raise).
+    """
+    config = dict(config or {})
+    if mode is not None:
+        config["mode"] = {**dict(config.get("mode") or {}), "mode": mode}
+    cfg = from_dict(LLMRunConfig, config, "llm")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    torch.manual_seed(cfg.seed)
+    out = Path(out_dir)
+    prepared = _prepare(dataset_name, cfg)
+    ds = prepared.dataset
+    run_config = {"dataset": dataset_name, "llm": to_dict(cfg)}
+    if (out / CONFIG_FILE).is_file() and read_json(out / CONFIG_FILE) != run_config:
+        raise ConfigError(f"{out} holds a run with another config; use a new out_dir")
+    write_json(out / CONFIG_FILE, run_config)
+    ds.users.save(out / "user_ids.json")
+    ds.items.save(out / "item_ids.json")
+    write_json(out / "protocol.json", prepared.protocol())
+
+    if (out / ROWS_FILE).is_file():  # resuming: the rows were made (maybe from a domain model)
+        model, tok, ids, _ = build_llm(cfg, ds.n_users, ds.n_items, ds.titles())
+        set_id_token_rows(model, ids, "all", load_file(str(out / ROWS_FILE))["rows"])
+    else:
+        tables = None
+        if cfg.id_tokens and cfg.preload.init == "domain":
+            tables = domain_tables(cfg.preload, dataset_name, out, prepared)
+        model, tok, ids, record = build_llm(cfg, ds.n_users, ds.n_items, ds.titles(), tables)
+        if ids is not None:
+            ids.save(out / "id_tokens.json")
+            save_file({"rows": id_rows(model, ids)}, str(out / ROWS_FILE))
+        write_json(out / "preload.json", record)
+    tok.save_pretrained(out / "tokenizer")
+    builder = PromptBuilder(cfg.prompt, ds.titles(), ids, tok)
+    model = apply_mode(model, cfg.mode, ids, tok)
+
+    stats: dict[str, Any] = {"mode": cfg.mode.mode}
+    if cfg.mode.mode != "none":
+        examples = training_examples(prepared.split, builder, cfg.examples)
+        stats.update(train_sft(model, tok, examples, cfg.train, out))
+    write_json(out / "train.json", stats)
+    metrics = evaluate_llm(
+        model, tok, builder, prepared, ids, cfg, few_shot_examples(prepared, builder, cfg)
+    )
+    metrics.update(
+        {
+            f"train/{k}": float(v)
+            for k, v in stats.items()
+            if isinstance(v, int | float) and v is not None
+        }
+    )
+    write_json(out / METRICS_FILE, metrics)
+    return metrics
+
+
+def load_llm_run(run_dir: str | Path):
+    """Rebuild a saved run's model: base LM + tokens + saved rows + mode + latest checkpoint.
+
+    Returns ``(model, tokenizer, ids, cfg, dataset_name)``.
+    """
+    run = Path(run_dir)
+    saved = read_json(run / CONFIG_FILE)
+    cfg = from_dict(LLMRunConfig, saved["llm"], f"{run / CONFIG_FILE}: llm")
+    n_users = len(read_json(run / "user_ids.json")["raw"])
+    n_items = len(read_json(run / "item_ids.json")["raw"])
+    model, tok, ids, _ = build_llm(cfg, n_users, n_items, [""] * n_items)
+    if ids is not None:
+        set_id_token_rows(model, ids, "all", load_file(str(run / ROWS_FILE))["rows"])
+    model = apply_mode(model, cfg.mode, ids, tok)
+    ckpt = latest_checkpoint(run)
+    if cfg.mode.mode != "none":
+        if ckpt is None:
+            raise DataError(f"{run}: no checkpoint to evaluate; train the run first")
+        load_trainable(model, ckpt / "trainable.safetensors")
+    model.eval()
+    return model, tok, ids, cfg, saved["dataset"]
+
+
+def llm_evaluate(run: str | Path | dict, out_dir: str | Path | None = None) -> dict:
+    """Evaluate a saved run folder, or a config without training (zero-/few-shot).
+
+    Parameters
+    ----------
+    run:
+        A run folder written by :func:`llm_train`, or a dict ``{"dataset": name, "llm": {...}}``
+        (mode ``none``: the model as loaded, e.g. LLM-Rec zero-shot).
+    out_dir:
+        Where to write ``metrics.json`` (default: the run folder; nowhere for a dict).
+    """
+    if isinstance(run, dict):
+        unknown = set(run) - {"dataset", "llm"}
+        if unknown or "dataset" not in run:
+            raise ConfigError("llm_evaluate config needs keys 'dataset' and 'llm' only")
+        cfg = from_dict(LLMRunConfig, {**run.get("llm", {}), "mode": {"mode": "none"}}, "llm")
+        prepared = _prepare(run["dataset"], cfg)
+        ds = prepared.dataset
+        tables = None
+        if cfg.id_tokens and cfg.preload.init == "domain":
+            tables = domain_tables(cfg.preload, run["dataset"], out_dir and Path(out_dir), prepared)
+        model, tok, ids, _ = build_llm(cfg, ds.n_users, ds.n_items, ds.titles(), tables)
+    else:
+        model, tok, ids, cfg, name = load_llm_run(run)
+        prepared = _prepare(name, cfg)
+        ds = prepared.dataset
+        for kind, idmap in (("user", ds.users), ("item", ds.items)):
+            if read_json(Path(run) / f"{kind}_ids.json").get("raw") != idmap.raw:
+                raise DataError(
+                    f"{run}: the {kind} ids of the reloaded dataset differ from the run's"
+                )
+        out_dir = out_dir or run
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    builder = PromptBuilder(cfg.prompt, ds.titles(), ids, tok)
+    metrics = evaluate_llm(
+        model, tok, builder, prepared, ids, cfg, few_shot_examples(prepared, builder, cfg)
+    )
+    if out_dir is not None:
+        write_json(Path(out_dir) / METRICS_FILE, metrics)
+    return metrics

@@ -1,0 +1,338 @@
+"""Scoring candidates with a causal LM, without free generation.
+
+- :func:`score_token_candidates`: top-K with item-token answers. One forward pass per batch of
+  prompts (left padded, so every prompt ends at the last position); only the last position's
+  logits are computed (``logits_to_keep=1``) and the C candidates' log-probabilities are
+  gathered from it. For single-token answers this *is* the per-candidate log-likelihood.
+- :func:`score_continuations`: text-only top-K, the summed log-likelihood of each candidate's
+  title after the prompt, all (prompt, candidate) pairs batched.
+- :func:`score_yes_no`: interaction prediction, log P(yes) - log P(no) of the first answer token.
+- :func:`generate_constrained` / :func:`generate_ranking`: generation restricted to valid
+  candidates (a prefix trie given to ``prefix_allowed_tokens_fn``) for when text is wanted.
+
+All functions run under ``torch.inference_mode`` in batches and return CPU float32 tensors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def is_prompt_learning(model) -> bool:
+    """A peft soft-prompt model prepends virtual tokens and rejects ``position_ids``."""
+    cfg = getattr(model, "active_peft_config", None)
+    return bool(cfg is not None and getattr(cfg, "is_prompt_learning", False))
+
+
+def encode(tokenizer, texts: Sequence[str], device: torch.device) -> dict[str, Tensor]:
+    """Left-padded batch; prompts carry the tokenizer's own special tokens (e.g. BOS)."""
+    tokenizer.padding_side = "left"
+    batch = tokenizer(list(texts), return_tensors="pt", padding=True)
+    return {
+        "input_ids": batch["input_ids"].to(device),
+        "attention_mask": batch["attention_mask"].to(device),
+    }
+
+
+def forward(model, input_ids: Tensor, attention_mask: Tensor, keep: int = 1, **kwargs):
+    """Model forward on a left-padded batch, logits for the last ``keep`` positions only.
+
+    Positions count from each sequence's first real token (so padding shifts nothing, also for
+    absolute position embeddings); soft-prompt models get none (peft rejects them).
+    """
+    if not is_prompt_learning(model):
+        kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
+    return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
+
+
+@torch.inference_mode()
+def last_log_probs(model, tokenizer, prompts: Sequence[str], batch_size: int = 16) -> Tensor:
+    """(B, V) log-softmax of the next-token distribution after each prompt."""
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        batch = encode(tokenizer, prompts[s : s + batch_size], model_device(model))
+        logits = forward(model, **batch).logits[:, -1].float()
+        out.append(torch.log_softmax(logits, -1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+@torch.inference_mode()
+def score_token_candidates(
+    model, tokenizer, prompts: Sequence[str], candidate_ids, batch_size: int = 16
+) -> Tensor:
+    """Log-probability of each candidate's single answer token.
+
+    (B,) prompts and (B, C) token ids -> (B, C) log-probabilities.
+    """
+    cand = torch.as_tensor(np.asarray(candidate_ids), dtype=torch.long)
+    out = []
+    for s in range(0, len(prompts), batch_size):
+        batch = encode(tokenizer, prompts[s : s + batch_size], model_device(model))
+        logits = forward(model, **batch).logits[:, -1].float()  # (b, V)
+        logp = torch.log_softmax(logits, -1)
+        out.append(torch.gather(logp, 1, cand[s : s + batch_size].to(logp.device)).cpu())
+    return torch.cat(out) if out else torch.zeros(0, cand.shape[-1])
+
+
+def first_token_id(tokenizer, text: str) -> int:
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise ValueError(f"answer {text!r} tokenizes to nothing")
+    return int(ids[0])
+
+
+@torch.inference_mode()
+def score_yes_no(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    yes: str = " Yes",
+    no: str = " No",
+    batch_size: int = 16,
+) -> Tensor:
+    """log P(yes) - log P(no) of the first answer token after each prompt: (B,).
+
+    Positive means "yes" is the likelier answer; ``sigmoid`` of it is P(yes | yes or no).
+    """
+    y, n = first_token_id(tokenizer, yes), first_token_id(tokenizer, no)
+    if y == n:
+        raise ValueError(f"answers {yes!r} and {no!r} share their first token")
+    logp = score_token_candidates(
+        model, tokenizer, prompts, np.tile([y, n], (len(prompts), 1)), batch_size
+    )
+    return logp[:, 0] - logp[:, 1]
+
+
+@torch.inference_mode()
+def score_continuations(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    continuations: Sequence[Sequence[str]],
+    batch_size: int = 32,
+    normalize: bool = False,
+) -> Tensor:
+    """Summed log-likelihood of each continuation after its prompt: (B,) x (B, C) texts -> (B, C).
+
+    Every (prompt, continuation) pair is one row; rows are left padded so all of them end at the
+    last position, and only the last ``max continuation length`` logits are computed.
+    ``normalize=True`` divides by the continuation's token count (mean log-likelihood).
+    """
+    n_c = len(continuations[0]) if continuations else 0
+    device = model_device(model)
+    p_ids = tokenizer(list(prompts))["input_ids"]
+    rows, lens = [], []
+    for b, conts in enumerate(continuations):
+        if len(conts) != n_c:
+            raise ValueError("every prompt needs the same number of continuations")
+        for text in conts:
+            c = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+            rows.append(p_ids[b] + c)
+            lens.append(len(c))
+    pad = tokenizer.pad_token_id
+    scores = torch.zeros(len(rows))
+    for s in range(0, len(rows), batch_size):
+        chunk, clen = rows[s : s + batch_size], lens[s : s + batch_size]
+        width = max(map(len, chunk))
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for r, seq in enumerate(chunk):
+            ids[r, width - len(seq) :] = torch.tensor(seq)
+            mask[r, width - len(seq) :] = 1
+        keep = max(clen) + 1
+        logits = forward(model, ids.to(device), mask.to(device), keep=keep).logits.float()
+        logp = torch.log_softmax(logits[:, :-1], -1)  # position t predicts token t + 1
+        targets = ids[:, width - keep + 1 :].to(logp.device)  # (b, keep - 1)
+        tok_lp = torch.gather(logp, 2, targets.unsqueeze(-1)).squeeze(-1)
+        span = torch.arange(keep - 1, device=logp.device).unsqueeze(0)
+        in_cont = span >= (keep - 1 - torch.tensor(clen, device=logp.device)).unsqueeze(1)
+        total = (tok_lp * in_cont).sum(1).cpu()
+        scores[s : s + len(chunk)] = total / torch.tensor(clen) if normalize else total
+    return scores.view(len(continuations), n_c)
+
+
+# ---------------------------------------------------------------- constrained generation
+
+
+class CandidateTrie:
+    """Token-id prefix tree of one prompt's candidate answers (each ending in ``end_id``)."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]], end_id: int) -> None:
+        self.root: dict = {}
+        self.end_id = end_id
+        for k, seq in enumerate(sequences):
+            node = self.root
+            for t in [*seq, end_id]:
+                node = node.setdefault(int(t), {})
+            node.setdefault("_ids", []).append(k)
+
+    def allowed(self, prefix: Sequence[int]) -> list[int]:
+        node = self.root
+        for t in prefix:
+            node = node.get(int(t))
+            if node is None:
+                return [self.end_id]
+        return [t for t in node if t != "_ids"] or [self.end_id]
+
+    def match(self, generated: Sequence[int]) -> int:
+        """Index of the candidate a finished generation spells, or -1."""
+        node = self.root
+        for t in generated:
+            node = node.get(int(t))
+            if node is None:
+                return -1
+            if "_ids" in node:
+                return node["_ids"][0]
+        return -1
+
+
+@torch.inference_mode()
+def generate_constrained(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    batch_size: int = 8,
+    max_new_tokens: int = 48,
+) -> list[int]:
+    """Greedy generation that can only spell one of each prompt's candidates.
+
+    Returns the chosen candidate's index per prompt (-1 if generation ran out of tokens).
+    """
+    end = tokenizer.eos_token_id
+    device = model_device(model)
+    chosen: list[int] = []
+    for s in range(0, len(prompts), batch_size):
+        batch = encode(tokenizer, prompts[s : s + batch_size], device)
+        tries = [
+            CandidateTrie([tokenizer(c, add_special_tokens=False)["input_ids"] for c in cands], end)
+            for cands in candidates[s : s + batch_size]
+        ]
+        start = batch["input_ids"].shape[1]
+
+        def allowed(b: int, ids: Tensor, tries=tries, start=start) -> list[int]:
+            return tries[b].allowed(ids[start:].tolist())
+
+        out = model.generate(
+            **batch,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            prefix_allowed_tokens_fn=allowed,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=end,
+        )
+        chosen += [t.match(o[start:].tolist()) for t, o in zip(tries, out, strict=True)]
+    return chosen
+
+
+@torch.inference_mode()
+def generate_ranking(
+    model, tokenizer, prompts: Sequence[str], candidate_ids, batch_size: int = 8
+) -> np.ndarray:
+    """Rank single-token candidates by generating them one after another, each at most once.
+
+    (B,) prompts, (B, C) token ids -> (B, C) candidate column indices, best first. The first
+    generated token is the argmax of :func:`score_token_candidates`; later ones condition on the
+    earlier ones. This is the slow path the benchmark compares one-pass scoring against.
+    """
+    cand = np.asarray(candidate_ids)
+    device = model_device(model)
+    ranks = []
+    for s in range(0, len(prompts), batch_size):
+        batch = encode(tokenizer, prompts[s : s + batch_size], device)
+        rows = cand[s : s + batch_size]
+        start = batch["input_ids"].shape[1]
+
+        def allowed(b: int, ids: Tensor, rows=rows, start=start) -> list[int]:
+            used = set(ids[start:].tolist())
+            return [int(t) for t in rows[b] if int(t) not in used] or [tokenizer.eos_token_id]
+
+        out = model.generate(
+            **batch,
+            max_new_tokens=rows.shape[1],
+            min_new_tokens=rows.shape[1],
+            do_sample=False,
+            prefix_allowed_tokens_fn=allowed,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        for b, o in enumerate(out[:, start:].cpu().numpy()):
+            pos = {int(t): k for k, t in enumerate(rows[b])}
+            ranks.append([pos[int(t)] for t in o])
+    return np.asarray(ranks, dtype=np.int64)
+
+
+@torch.inference_mode()
+def generate_text_ranking(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    sep: str = "\n",
+    batch_size: int = 4,
+) -> np.ndarray:
+    """Rank candidates by generating their texts one per line, each at most once.
+
+    (B,) prompts, (B, C) candidate texts -> (B, C) candidate indices, best first (-1 where the
+    generation ran out). Decoding is greedy and constrained: inside a line only continuations
+    of an unused candidate are allowed, and a finished candidate must be followed by ``sep``.
+    This is how a generative recommender answers with text; the benchmark times it against
+    one-pass scoring.
+    """
+    sep_ids = tokenizer(sep, add_special_tokens=False)["input_ids"]
+    if not sep_ids:
+        raise ValueError(f"separator {sep!r} tokenizes to nothing with this tokenizer; pass sep=")
+    sep_id = sep_ids[-1]
+    end = tokenizer.eos_token_id
+    device = model_device(model)
+    ranks = []
+    for s in range(0, len(prompts), batch_size):
+        batch = encode(tokenizer, prompts[s : s + batch_size], device)
+        cands = [
+            [tokenizer(c, add_special_tokens=False)["input_ids"] for c in row]
+            for row in candidates[s : s + batch_size]
+        ]
+        start = batch["input_ids"].shape[1]
+
+        def parse(b: int, gen: list[int], cands=cands) -> tuple[list[int], list[int]]:
+            """Finished candidates so far, and the tokens of the current line."""
+            done, line = [], []
+            for t in gen:
+                if t == sep_id:
+                    done.append(next((k for k, c in enumerate(cands[b]) if c == line), -1))
+                    line = []
+                else:
+                    line.append(t)
+            return done, line
+
+        def allowed(b: int, ids: Tensor, cands=cands, start=start) -> list[int]:
+            done, line = parse(b, ids[start:].tolist())
+            left = [c for k, c in enumerate(cands[b]) if k not in done]
+            if not left:
+                return [end]
+            nxt = {c[len(line)] for c in left if len(c) > len(line) and c[: len(line)] == line}
+            if any(c == line for c in left):
+                nxt.add(sep_id)
+            return sorted(nxt) or [end]
+
+        budget = max(sum(len(c) + 1 for c in row) for row in cands)
+        out = model.generate(
+            **batch,
+            max_new_tokens=budget,
+            do_sample=False,
+            prefix_allowed_tokens_fn=allowed,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=end,
+        )
+        for b, o in enumerate(out[:, start:].tolist()):
+            done, _ = parse(b, o)
+            row = (done + [-1] * len(cands[b]))[: len(cands[b])]
+            ranks.append(row)
+    return np.asarray(ranks, dtype=np.int64)

@@ -1,0 +1,66 @@
+import pytest
+import torch
+
+from lmrec.config import from_dict
+from lmrec.errors import ConfigError
+from lmrec.llm.baselines import GPT4SM, GPT4SMConfig, preset, text_features, user_texts
+from lmrec.llm.pipeline import LLMRunConfig
+
+
+def test_presets_are_valid_text_only_configs():
+    llmrec = from_dict(LLMRunConfig, preset("llm-rec"), "llm")
+    assert llmrec.mode.mode == "none" and not llmrec.id_tokens and llmrec.prompt.chat
+    assert llmrec.prompt.template("topk").answer == "title"
+    instruct = from_dict(LLMRunConfig, preset("instructrec", {"mode": {"lora_r": 4}}), "llm")
+    assert instruct.mode.mode == "lora" and instruct.mode.lora_r == 4
+    with pytest.raises(ConfigError, match="unknown LLM baseline"):
+        preset("gpt5rec")
+
+
+def test_gpt4sm_scores_candidates_and_all_items_alike_and_learns():
+    torch.manual_seed(0)
+    users, items = torch.randn(4, 12), torch.randn(6, 12)
+    model = GPT4SM(users, items, GPT4SMConfig(dim=8, hidden=8, dropout=0.0))
+    u = torch.tensor([0, 3])
+    cands = torch.tensor([[5, 1, 2], [0, 4, 3]])
+    full = model.full_scores(u)
+    assert full.shape == (2, 6)
+    assert torch.allclose(model.score(u, cands), torch.gather(full, 1, cands), atol=1e-6)
+    batch = {
+        "users": torch.tensor([0, 0, 1, 1]),
+        "items": torch.tensor([1, 2, 1, 2]),
+        "labels": torch.tensor([1.0, 0.0, 0.0, 1.0]),
+    }
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    first = model.loss(batch).item()
+    for _ in range(30):
+        opt.zero_grad()
+        model.loss(batch).backward()
+        opt.step()
+    assert model.loss(batch).item() < first / 2
+    # the features stay frozen (buffers, not parameters)
+    assert all("feats" not in n for n, _ in model.named_parameters())
+
+
+def test_user_texts_and_text_features(tiny, split):
+    texts = user_texts(split, ["Heat", "Up", "Alien", "Big", "Jaws", "Rocky", "Fargo", "Brazil"], 2)
+    assert texts[0] == "A user who watched: Up; Alien. The user likes"
+    model, tok = tiny
+    feats = text_features(model, tok, texts, batch_size=2)
+    assert feats.shape == (3, 48) and torch.isfinite(feats).all()
+
+
+@pytest.mark.slow
+def test_gpt4sm_run_end_to_end_with_the_tiny_llama(tmp_path):
+    from lmrec.llm.baselines import gpt4sm_run
+
+    metrics = gpt4sm_run(
+        "ml-100k",
+        tmp_path / "gpt4sm",
+        llm="tiny-llama",
+        model_config={"dim": 8, "hidden": 8},
+        train_config={"epochs": 1, "progress": False, "num_threads": 1},
+        candidates={"sampler": "popularity"},
+    )
+    assert 0.0 <= metrics["topk/HR@1"] <= 1.0 and 0.0 <= metrics["interaction/AUC"] <= 1.0
+    assert (tmp_path / "gpt4sm" / "features.safetensors").is_file()

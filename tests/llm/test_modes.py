@@ -1,0 +1,103 @@
+import pytest
+import torch
+
+from lmrec.errors import ConfigError
+from lmrec.llm.modes import ModeConfig, apply_mode, param_groups, prompt_embedding
+from lmrec.llm.prompts import Prompt
+from lmrec.llm.tokens import add_id_tokens
+from lmrec.llm.trainer import TrainConfig, train_sft
+
+EXAMPLES = [
+    Prompt("User <u_0> has watched <i_1>. Candidates: <i_0>, <i_2>. Answer:", "<i_2>"),
+    Prompt("User <u_1> has watched <i_2>. Predict if he will watch <i_0>. Answer:", " Yes"),
+    Prompt("User <u_1> has watched <i_0>. Candidates: <i_1>, <i_2>. Answer:", "<i_1>"),
+]
+FAST = TrainConfig(batch_size=2, max_steps=3, lr=1e-2, lr_tokens=1e-1, warmup_steps=1)
+
+
+def _prepared(tiny, mode):
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 2, 3)
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    return apply_mode(model, ModeConfig(mode=mode), ids, tok), tok, ids, base
+
+
+def _base_params(model):
+    """Parameters of the wrapped base model under their original names."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return dict(inner.named_parameters())
+
+
+def test_lora_leaves_base_weights_unchanged_but_moves_adapters_and_token_rows(tiny):
+    model, tok, ids, base = _prepared(tiny, "lora")
+    lora_before = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_" in n}
+    rows_before = model.get_input_embeddings()(torch.arange(ids.first_id, ids.end_id)).detach()
+    train_sft(model, tok, EXAMPLES, FAST, progress=False)
+    for name, p in _base_params(model).items():
+        orig = name.replace(".base_layer", "")
+        if orig in base:
+            assert torch.equal(p, base[orig]), name
+    assert any(
+        not torch.equal(p, lora_before[n]) for n, p in model.named_parameters() if n in lora_before
+    )
+    rows_after = model.get_input_embeddings()(torch.arange(ids.first_id, ids.end_id)).detach()
+    assert not torch.equal(rows_after, rows_before)
+
+
+def test_soft_prompt_tuning_changes_only_the_prompt(tiny):
+    model, tok, ids, base = _prepared(tiny, "prompt")
+    before = prompt_embedding(model).weight.detach().clone()
+    train_sft(model, tok, EXAMPLES, FAST, progress=False)
+    assert not torch.equal(prompt_embedding(model).weight, before)
+    for name, p in model.get_base_model().named_parameters():
+        assert torch.equal(p, base[name]), name
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == [
+        "prompt_encoder.default.embedding.weight"
+    ]
+
+
+def test_extra_part_trains_only_the_new_rows(tiny):
+    model, tok, ids, base = _prepared(tiny, "extra")
+    rows_before = model.get_input_embeddings()(torch.arange(ids.first_id, ids.end_id)).detach()
+    vocab_before = model.get_input_embeddings()(torch.arange(ids.first_id)).detach()
+    train_sft(model, tok, EXAMPLES, FAST, progress=False)
+    emb = model.get_input_embeddings()
+    assert not torch.equal(emb(torch.arange(ids.first_id, ids.end_id)).detach(), rows_before)
+    assert torch.equal(emb(torch.arange(ids.first_id)).detach(), vocab_before)
+    for name, p in model.get_base_model().named_parameters():
+        if "embed" not in name:
+            assert torch.equal(p, base[name.replace(".base_layer", "")]), name
+
+
+def test_full_mode_trains_everything_with_a_higher_lr_for_the_rows(tiny):
+    model, tok, ids, base = _prepared(tiny, "full")
+    groups = {g["name"]: g for g in param_groups(model, 1e-4, 1e-3)}
+    assert groups["tokens"]["lr"] == 1e-3 and groups["model"]["lr"] == 1e-4
+    assert sum(p.numel() for p in groups["tokens"]["params"]) == (ids.end_id - ids.first_id) * 48
+    layer = model.get_base_model().model.layers[0].mlp.up_proj.weight
+    train_sft(model, tok, EXAMPLES, FAST, progress=False)
+    assert not torch.equal(layer, base["model.layers.0.mlp.up_proj.weight"])
+
+
+def test_the_tied_head_reads_the_trainable_rows(tiny):
+    """Item-token logits must move with the trained rows (the head is the same table)."""
+    model, tok, ids, _ = _prepared(tiny, "lora")
+    x = tok(["User has watched"], return_tensors="pt")
+    with torch.no_grad():
+        out = model(**x, output_hidden_states=True)
+        delta = next(p for n, p in model.named_parameters() if "trainable_tokens_delta" in n)
+        delta[ids.n_users + 2] += 1.0
+        after = model(**x).logits[0, -1, ids.token_ids("item", 2)]
+    h = out.hidden_states[-1][0, -1]
+    assert torch.allclose(after - out.logits[0, -1, ids.token_ids("item", 2)], h.sum(), atol=1e-4)
+
+
+def test_modes_that_need_tokens_or_training_say_so(tiny):
+    model, tok = tiny
+    with pytest.raises(ConfigError, match="needs id tokens"):
+        apply_mode(model, ModeConfig(mode="extra"), None, tok)
+    with pytest.raises(ConfigError, match="mode must be one of"):
+        ModeConfig(mode="qlora")
+    frozen = apply_mode(model, ModeConfig(mode="none"), None, tok)
+    with pytest.raises(ConfigError, match="nothing to train"):
+        train_sft(frozen, tok, EXAMPLES[1:2], FAST, progress=False)

@@ -1,0 +1,107 @@
+import numpy as np
+import torch
+
+from lmrec.llm.features import prompt_features
+from lmrec.llm.scoring import (
+    generate_constrained,
+    generate_ranking,
+    last_log_probs,
+    score_continuations,
+    score_token_candidates,
+    score_yes_no,
+)
+from lmrec.llm.tokens import add_id_tokens
+
+PROMPTS = [
+    "User <u_0> has watched <i_1>, <i_2>. Candidates: <i_0>, <i_3>, <i_4>. Answer:",
+    "User <u_1> has watched <i_3>. Candidates: <i_1>, <i_2>, <i_0>. Answer:",
+    "Answer:",
+]
+
+
+def _slow_log_likelihood(model, tok, prompt: str, answer_ids: list[int]) -> float:
+    """log P(answer | prompt), one unpadded sequence at a time."""
+    p = tok(prompt)["input_ids"]
+    ids = torch.tensor([p + answer_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0], -1)
+    return float(sum(logp[len(p) - 1 + k, t] for k, t in enumerate(answer_ids)))
+
+
+def test_one_pass_topk_equals_the_slow_per_candidate_likelihood(tiny):
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 2, 5)
+    cands = np.array([[0, 3, 4], [1, 2, 0], [4, 3, 2]])
+    fast = score_token_candidates(model, tok, PROMPTS, ids.token_ids("item", cands), batch_size=2)
+    slow = [
+        [_slow_log_likelihood(model, tok, p, [ids.token_ids("item", int(j))]) for j in row]
+        for p, row in zip(PROMPTS, cands, strict=True)
+    ]
+    assert torch.allclose(fast, torch.tensor(slow), atol=1e-4)
+
+
+def test_batched_continuations_equal_one_at_a_time(tiny):
+    model, tok = tiny
+    conts = [[" Yes", " No the", " a"], [" the one", " User", " Yes"], [" a", " b", " c"]]
+    fast = score_continuations(
+        model,
+        tok,
+        PROMPTS[:1] + PROMPTS[2:] + PROMPTS[1:2],
+        [conts[0], conts[2], conts[1]],
+        batch_size=4,
+    )
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[1]]
+    for b, row in enumerate([conts[0], conts[2], conts[1]]):
+        for c, text in enumerate(row):
+            ans = tok(text, add_special_tokens=False)["input_ids"]
+            assert abs(fast[b, c] - _slow_log_likelihood(model, tok, prompts[b], ans)) < 1e-4
+    mean = score_continuations(model, tok, PROMPTS[:1], conts[:1], normalize=True)
+    n_tok = len(tok(" No the", add_special_tokens=False)["input_ids"])
+    assert torch.allclose(mean[0, 1], fast[0, 1] / n_tok, atol=1e-5)
+
+
+def test_yes_no_is_the_log_odds_of_the_first_answer_token(tiny):
+    model, tok = tiny
+    s = score_yes_no(model, tok, PROMPTS)
+    logp = last_log_probs(model, tok, PROMPTS)
+    y = tok(" Yes", add_special_tokens=False)["input_ids"][0]
+    n = tok(" No", add_special_tokens=False)["input_ids"][0]
+    assert torch.allclose(s, logp[:, y] - logp[:, n], atol=1e-5)
+
+
+def test_constrained_generation_only_spells_candidates(tiny):
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 2, 5)
+    cands = [
+        ["<i_0>", "<i_3>", "<i_4>"],
+        [" the one", " User has", " Yes"],
+        ["<i_1>", "<i_2>", "<i_0>"],
+    ]
+    chosen = generate_constrained(model, tok, PROMPTS, cands, batch_size=2, max_new_tokens=6)
+    assert all(0 <= c < 3 for c in chosen)
+    # with single-token candidates the choice is the one-pass argmax, and so is the ranking's head
+    cand_ids = ids.token_ids("item", np.array([[0, 3, 4], [1, 2, 0], [4, 3, 2]]))
+    one_pass = score_token_candidates(model, tok, PROMPTS, cand_ids).argmax(1).numpy()
+    assert chosen[0] == one_pass[0]
+    ranking = generate_ranking(model, tok, PROMPTS, cand_ids, batch_size=2)
+    assert (ranking[:, 0] == one_pass).all()
+    assert all(sorted(r) == [0, 1, 2] for r in ranking.tolist())
+
+
+def test_prompt_features_are_the_last_top_layer_state_whatever_the_padding(tiny):
+    model, tok = tiny
+    feats = prompt_features(model, PROMPTS, tok, batch_size=3)
+    assert feats.shape == (3, model.config.hidden_size)
+    with torch.no_grad():
+        alone = model(torch.tensor([tok(PROMPTS[2])["input_ids"]]), output_hidden_states=True)
+    assert torch.allclose(feats[2], alone.hidden_states[-1][0, -1], atol=1e-4)
+
+
+def test_text_ranking_generates_every_candidate_once(tiny):
+    from lmrec.llm.scoring import generate_text_ranking
+
+    model, tok = tiny
+    cands = [["the one", "User has", "Yes"], ["a", "a b", "b"]]
+    ranks = generate_text_ranking(model, tok, PROMPTS[:2], cands, sep=";", batch_size=2)
+    assert ranks.shape == (2, 3)
+    assert all(sorted(r) == [0, 1, 2] for r in ranks.tolist())

@@ -1,0 +1,74 @@
+import torch
+
+from lmrec.llm.modes import ModeConfig, apply_mode
+from lmrec.llm.prompts import Prompt
+from lmrec.llm.resolve import load_llm
+from lmrec.llm.scoring import score_token_candidates
+from lmrec.llm.tokens import add_id_tokens
+from lmrec.llm.trainer import (
+    TrainConfig,
+    checkpoint_dirs,
+    latest_checkpoint,
+    load_checkpoint,
+    train_sft,
+)
+
+EXAMPLES = [
+    Prompt("User <u_0> has watched <i_1>. Candidates: <i_0>, <i_2>. Answer:", "<i_2>"),
+    Prompt("User <u_1> has watched <i_2>. Candidates: <i_0>, <i_1>. Answer:", "<i_0>"),
+    Prompt("User <u_1> has watched <i_0>. Candidates: <i_1>, <i_2>. Answer:", "<i_1>"),
+]
+CFG = TrainConfig(batch_size=2, epochs=2, lr=1e-2, lr_tokens=1e-1, warmup_steps=1)
+
+
+def _fresh(mode="lora"):
+    model, tok = load_llm("tiny-llama", device="cpu")
+    ids = add_id_tokens(model, tok, 2, 3)
+    torch.manual_seed(0)  # LoRA's A matrices start random
+    return apply_mode(model, ModeConfig(mode=mode), ids, tok), tok, ids
+
+
+def _scores(model, tok, ids):
+    return score_token_candidates(
+        model, tok, [e.text for e in EXAMPLES], ids.token_ids("item", torch.tensor([[0, 1, 2]] * 3))
+    )
+
+
+def test_save_then_load_gives_identical_scores(tmp_path):
+    model, tok, ids = _fresh()
+    stats = train_sft(model, tok, EXAMPLES, CFG, out_dir=tmp_path, progress=False)
+    assert stats["steps"] == 4 and stats["samples_per_s"] > 0
+    trained = _scores(model, tok, ids)
+    again, tok2, ids2 = _fresh()
+    assert not torch.equal(_scores(again, tok2, ids2), trained)
+    assert load_checkpoint(latest_checkpoint(tmp_path), again) == 4
+    assert torch.equal(_scores(again, tok2, ids2), trained)
+    assert (latest_checkpoint(tmp_path) / "trainable.safetensors").is_file()
+
+
+def test_an_interrupted_run_resumes_to_the_same_weights(tmp_path):
+    whole, tok, ids = _fresh()
+    train_sft(whole, tok, EXAMPLES, CFG, progress=False)
+    part, tok2, ids2 = _fresh()
+    half = TrainConfig(**{**CFG.__dict__, "max_steps": 2})
+    train_sft(part, tok2, EXAMPLES, half, out_dir=tmp_path, progress=False)
+    resumed, tok3, ids3 = _fresh()
+    stats = train_sft(resumed, tok3, EXAMPLES, CFG, out_dir=tmp_path, progress=False)
+    assert stats["resumed_from"] == 2
+    assert torch.allclose(_scores(resumed, tok3, ids3), _scores(whole, tok, ids), atol=1e-5)
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["step-0000004"]  # keep_checkpoints=1
+
+
+def test_gradient_checkpointing_trains_to_the_same_weights():
+    plain, tok, ids = _fresh()
+    train_sft(plain, tok, EXAMPLES, CFG, progress=False)
+    ckpt, tok2, ids2 = _fresh()
+    train_sft(
+        ckpt,
+        tok2,
+        EXAMPLES,
+        TrainConfig(**{**CFG.__dict__, "gradient_checkpointing": True}),
+        progress=False,
+    )
+    assert any(getattr(m, "gradient_checkpointing", False) for m in ckpt.modules())
+    assert torch.allclose(_scores(ckpt, tok2, ids2), _scores(plain, tok, ids), atol=1e-4)
