@@ -1,0 +1,270 @@
+"""Benchmark of the LLM side with SmolLM2-135M on the CPU (or the GPU when there is one).
+
+Three measurements, each in its own process (so peak memory is that job's alone):
+
+1. ``score``: top-20 scoring throughput in users/s on ML-100K test candidate sets (the paper's
+   prompt with ids and titles). One pass (the 20 item-token log-probs read from one forward
+   pass) against ranking by generation: the 20 item tokens generated one after another
+   (constrained), and the 20 titles generated as text, one per line (constrained). Target:
+   one pass at least 10x faster, with the same top-1 where both give one.
+2. ``train``: SFT samples/s of each training mode (full, lora, extra, prompt), batch 8, pure-id
+   top-K prompts (the SPEC probe's), a few steps after one warm-up step.
+3. ``memory``: peak memory of LoRA training on ML-1M (6,040 + 3,706 = 9,746 new tokens) at
+   batch 8 (the paper's prompt with titles). Target: under 6 GB.
+4. ``quality`` (opt-in, about an hour on 2 busy cores): on ML-100K's shared candidate sets,
+   LoRA SFT (new rows trainable at a higher lr) with pre-loaded id tokens (LightGCN rows,
+   orthogonal projection) against zero-shot prompting with the same rows and against the same
+   SFT with random rows (w/o PE); pure-id top-K prompts as in the SPEC probe; ``--sft-steps``
+   batches of 8 and the first ``--eval-users`` test users. Runs go to ``--out``.
+
+    nice .venv/bin/python bench/bench_llm.py [--threads 2] [--users 16] [--steps 3]
+    nice .venv/bin/python bench/bench_llm.py --only quality --out /tmp/llm_quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+
+
+def _setup(threads: int):
+    import torch
+
+    torch.set_num_threads(threads)
+    return torch
+
+
+def _builder(dataset: str, template: str, max_history: int = 10):
+    from lmrec.llm.prompts import PromptBuilder, PromptConfig, histories
+    from lmrec.llm.resolve import load_llm
+    from lmrec.llm.tokens import add_id_tokens
+    from lmrec.pipeline import prepare
+
+    prepared = prepare(dataset)
+    ds = prepared.dataset
+    model, tok = load_llm("smollm2-135m")
+    ids = add_id_tokens(model, tok, ds.n_users, ds.n_items)
+    cfg = PromptConfig(topk=template, max_history=max_history)
+    builder = PromptBuilder(cfg, ds.titles(), ids, tok)
+    hist = histories(prepared.split.history_before("test"), ds.n_users)
+    return prepared, model, tok, ids, builder, hist
+
+
+def worker_score(args) -> dict:
+    _setup(args.threads)
+    from lmrec.llm.scoring import generate_ranking, generate_text_ranking, score_token_candidates
+
+    prepared, model, tok, ids, builder, hist = _builder("ml-100k", "bdlm-topk")
+    cands = prepared.sets[("topk", "test")]
+    users, items = cands.users[: args.users], cands.items[: args.users]
+    prompts = [
+        builder.prompt("topk", int(u), hist[int(u)], candidates=r).text
+        for u, r in zip(users, items, strict=True)
+    ]
+    tok_ids = ids.token_ids("item", items)
+    score_token_candidates(model, tok, prompts[:2], tok_ids[:2])  # warm-up
+    t0 = time.perf_counter()
+    one = score_token_candidates(model, tok, prompts, tok_ids, batch_size=8).numpy()
+    t_one = time.perf_counter() - t0
+    n_gen = max(2, args.users // 4)
+    t0 = time.perf_counter()
+    gen = generate_ranking(model, tok, prompts[:n_gen], tok_ids[:n_gen], batch_size=4)
+    t_gen = time.perf_counter() - t0
+    titles = [[builder.titles[int(j)] for j in row] for row in items[:n_gen]]
+    plain = [
+        p.removesuffix("Answer:") + "Answer (one title per line, best first):\n"
+        for p in prompts[:n_gen]
+    ]
+    t0 = time.perf_counter()
+    text = generate_text_ranking(model, tok, plain, titles, batch_size=4)
+    t_text = time.perf_counter() - t0
+    top1 = one.argmax(1)
+    return {
+        "prompt_tokens": float(sum(len(tok(p)["input_ids"]) for p in prompts) / len(prompts)),
+        "one_pass_users_s": len(prompts) / t_one,
+        "gen_tokens_users_s": n_gen / t_gen,
+        "gen_text_users_s": n_gen / t_text,
+        "top1_agree_tokens": float((gen[:, 0] == top1[:n_gen]).mean()),
+        "top1_agree_text": float((text[:, 0] == top1[:n_gen]).mean()),
+        "text_complete": float((text >= 0).all(1).mean()),
+    }
+
+
+def worker_train(args) -> dict:
+    torch = _setup(args.threads)
+    from lmrec.llm.modes import ModeConfig, apply_mode
+    from lmrec.llm.sft import ExampleConfig, training_examples
+    from lmrec.llm.trainer import TrainConfig, peak_memory_mb, train_sft
+
+    dataset = "ml-1m" if args.mode == "memory" else "ml-100k"
+    template = "bdlm-topk" if args.mode == "memory" else "id-topk"
+    prepared, model, tok, ids, builder, _ = _builder(dataset, template)
+    examples = training_examples(prepared.split, builder, ExampleConfig(tasks=["topk"]))
+    mode = "lora" if args.mode == "memory" else args.mode
+    torch.manual_seed(0)
+    model = apply_mode(model, ModeConfig(mode=mode), ids, tok)
+    cfg = {"batch_size": 8, "warmup_steps": 1, "gradient_checkpointing": args.checkpointing}
+    train_sft(model, tok, examples[:8], TrainConfig(max_steps=1, **cfg), progress=False)  # warm-up
+    stats = train_sft(
+        model, tok, examples[8:], TrainConfig(max_steps=args.steps, **cfg), progress=False
+    )
+    return {
+        "dataset": dataset,
+        "new_tokens": ids.end_id - ids.first_id,
+        "samples_s": stats["samples_per_s"],
+        "peak_mb": peak_memory_mb(next(model.parameters()).device),
+        "device": str(next(model.parameters()).device),
+    }
+
+
+def quality(args) -> None:
+    """Pre-loaded SFT vs zero-shot vs random rows on ML-100K (see the module docstring)."""
+    from pathlib import Path
+
+    from lmrec.llm.pipeline import llm_train
+    from lmrec.train.run import train_run
+
+    _setup(args.threads)
+    root = Path(args.out)
+    lgcn = root / "lightgcn"
+    if not (lgcn / "metrics.json").is_file():
+        train_run(
+            "lightgcn",
+            "ml-100k",
+            out_dir=lgcn,
+            train_config={
+                "epochs": 60,
+                "patience": 5,
+                "num_threads": args.threads,
+                "valid_metric": "topk/HR@1",
+                "progress": False,
+            },
+        )
+    domain = json.loads((lgcn / "metrics.json").read_text())
+    common = {
+        "prompt": {"topk": "id-topk", "interaction": "id-interaction", "max_history": 5},
+        "tasks": ["topk"],
+        "examples": {"tasks": ["topk"]},
+        "mode": {"lora_r": 16, "lora_alpha": 32},
+        "train": {"batch_size": 8, "lr": 5e-4, "lr_tokens": 1e-3, "max_steps": args.sft_steps},
+        "eval_limit": args.eval_users,
+        "num_threads": args.threads,
+    }
+    pre = {"init": "domain", "domain_run": str(lgcn)}
+    runs = {
+        "zero-shot": ("zero-shot, pre-loaded rows", "none", {**common, "preload": pre}),
+        "sft-preload": ("SFT (LoRA + rows), pre-loaded rows", "lora", {**common, "preload": pre}),
+        "sft-random": ("SFT (LoRA + rows), random rows (w/o PE)", "lora", common),
+    }
+    print(
+        f"\n## ML-100K test (first {args.eval_users} users), 20 candidates (shared sets), "
+        f"SmolLM2-135M, pure-id prompts, SFT {args.sft_steps} steps x 8 prompts"
+    )
+    print("| method | HR@1 | HR@2 | NDCG@20 | train s |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| LightGCN (the pre-loading source) | {domain['topk/HR@1']:.3f} | "
+        f"{domain['topk/HR@2']:.3f} | {domain['topk/NDCG@20']:.3f} | - |"
+    )
+    for folder, (name, mode, cfg) in runs.items():
+        m = llm_train("ml-100k", mode, root / folder, cfg)
+        print(
+            f"| {name} | {m['topk/HR@1']:.3f} | {m['topk/HR@2']:.3f} | "
+            f"{m['topk/NDCG@20']:.3f} | {m.get('train/seconds', 0.0):.0f} |",
+            flush=True,
+        )
+
+
+def run_worker(job: str, args, checkpointing: bool = False) -> dict:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        job,
+        "--threads",
+        str(args.threads),
+        "--users",
+        str(args.users),
+        "--steps",
+        str(args.steps),
+        *(["--checkpointing"] if checkpointing else []),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        lines = [ln for ln in out.stderr.splitlines() if "Error" in ln] or ["exit code"]
+        return {"error": f"{lines[-1]} (exit {out.returncode})"}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--users", type=int, default=16)
+    p.add_argument("--steps", type=int, default=3)
+    p.add_argument("--worker", default=None)
+    p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
+    p.add_argument("--only", default="score,train,memory")
+    p.add_argument("--out", default="/tmp/llm_quality")
+    p.add_argument("--sft-steps", type=int, default=60)
+    p.add_argument("--eval-users", type=int, default=300)
+    args = p.parse_args()
+    if args.worker:
+        args.mode = args.worker
+        res = worker_score(args) if args.worker == "score" else worker_train(args)
+        print(json.dumps(res))
+        return
+    jobs = args.only.split(",")
+    if "quality" in jobs:
+        quality(args)
+    if "score" in jobs:
+        r = run_worker("score", args)
+        print("\n## top-20 scoring, SmolLM2-135M, ML-100K test, paper prompt (ids + titles)")
+        if "error" in r:
+            print("error:", r["error"])
+        else:
+            print(f"mean prompt tokens: {r['prompt_tokens']:.0f}")
+            print("| method | users/s | speed-up of one pass | top-1 same as one pass |")
+            print("|---|---|---|---|")
+            print(f"| one pass (item-token logits) | {r['one_pass_users_s']:.2f} | 1x | - |")
+            print(
+                f"| generate 20 item tokens | {r['gen_tokens_users_s']:.3f} | "
+                f"{r['one_pass_users_s'] / r['gen_tokens_users_s']:.1f}x | "
+                f"{r['top1_agree_tokens']:.2f} |"
+            )
+            print(
+                f"| generate 20 titles as text | {r['gen_text_users_s']:.3f} | "
+                f"{r['one_pass_users_s'] / r['gen_text_users_s']:.1f}x | "
+                f"{r['top1_agree_text']:.2f} "
+                f"(complete lists: {r['text_complete']:.2f}) |"
+            )
+    if "train" in jobs:
+        print("\n## SFT throughput, SmolLM2-135M, ML-100K pure-id top-K prompts, batch 8")
+        print("| mode | samples/s | peak memory (MB) | device |")
+        print("|---|---|---|---|")
+        for mode in ("full", "lora", "extra", "prompt"):
+            r = run_worker(mode, args)
+            if "error" in r:
+                print(f"| {mode} | error: {r['error']} | | |")
+            else:
+                print(f"| {mode} | {r['samples_s']:.2f} | {r['peak_mb']:.0f} | {r['device']} |")
+    if "memory" in jobs:
+        print("\n## LoRA training memory, ML-1M (paper prompt with titles), batch 8")
+        print("| gradient checkpointing | new tokens | peak memory (MB) | < 6 GB | samples/s |")
+        print("|---|---|---|---|---|")
+        for ckpt in (False, True):
+            r = run_worker("memory", args, checkpointing=ckpt)
+            if "error" in r:
+                print(f"| {ckpt} | error: {r['error']} | | | |")
+                continue
+            ok = "yes" if r["peak_mb"] < 6 * 1024 else "NO"
+            print(
+                f"| {ckpt} | {r['new_tokens']} | {r['peak_mb']:.0f} ({r['device']}) | {ok} | "
+                f"{r['samples_s']:.3f} |"
+            )
+
+
+if __name__ == "__main__":
+    main()
