@@ -61,7 +61,11 @@ CELL_KINDS: Registry[CellFn] = Registry("cell kind")
 
 # Kinds loaded on first use, as "module:function" (the module need not be imported before).
 # The LLM side and BDLM add their lines here when their cell functions exist.
-KIND_TARGETS: dict[str, str] = {"domain": "lmrec.experiment.cell:run_domain_cell"}
+KIND_TARGETS: dict[str, str] = {
+    "domain": "lmrec.experiment.cell:run_domain_cell",
+    "llm": "lmrec.bdlm.cells:run_llm_cell",
+    "bdlm": "lmrec.bdlm.cells:run_bdlm_cell",
+}
 
 # Config keys that change how a cell runs, not what it computes: a finished cell stays valid.
 COSMETIC_KEYS = {"progress", "num_threads", "device"}

@@ -1,0 +1,191 @@
+"""h_LLM for the domain side (BDLM 4.2), computed once per prompt and cached.
+
+:class:`FeatureCache` maps prompt text -> the LLM's top-layer feature at the prompt's last
+position (the same feature as :func:`lmrec.llm.features.prompt_features`). Entries are valid
+for one state of the LLM only: the cache key includes :func:`weights_fingerprint`, which changes
+whenever any LLM parameter is modified in place (an optimiser step, ``load_state_dict``), so
+the cache empties itself as soon as the LLM changes and is reused while it does not.
+
+Prompts that share a beginning are not encoded twice. BDLM-drs scores each (user, candidate)
+pair with its own interaction prompt ("User <u_1> has watched ... Predict if he/she will watch
+<i_48> (Pocahontas) next. Answer:"): the 20 candidates of a user differ only in the last few
+tokens. :func:`shared_prefix_features` runs the common token prefix of each group once, copies
+its key/value cache to every member, and runs only the differing suffixes: about 20 short
+suffixes instead of 20 whole prompts, the same tokens and the same positions, so the same
+features up to float rounding (tests/bdlm/test_features.py checks this against
+``prompt_features``). Soft-prompt (peft prompt-tuning) models take the plain path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lmrec.llm.features import prompt_features
+from lmrec.llm.scoring import is_prompt_learning, model_device
+
+MIN_SHARED = 4  # tokens two prompts must share to be encoded as one group
+
+
+def weights_fingerprint(model) -> tuple:
+    """A value that changes whenever a parameter of ``model`` is modified in place.
+
+    A tensor's ``_version`` counts its in-place updates (every optimiser step, every
+    ``copy_``), so together with the storage address it identifies the weights' state without
+    hashing them.
+    """
+    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+
+
+class FeatureCache:
+    """Prompt text -> h_LLM (d,) float32 on the CPU, for the current state of the LLM.
+
+    Parameters
+    ----------
+    batch_size:
+        Prompt groups per forward pass.
+    share_prefix:
+        Encode the common prefix of consecutive prompts once (:func:`shared_prefix_features`).
+    """
+
+    def __init__(self, batch_size: int = 8, share_prefix: bool = True) -> None:
+        self.batch_size = batch_size
+        self.share_prefix = share_prefix
+        self.fingerprint: tuple | None = None
+        self.store: dict[str, Tensor] = {}
+        self.hits = 0
+        self.misses = 0
+        self.invalidations = 0
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def clear(self) -> None:
+        self.store.clear()
+        self.fingerprint = None
+
+    def features(self, model, tokenizer, prompts: Sequence[str]) -> Tensor:
+        """(n, d) features of ``prompts``; computes only those not cached for this LLM state.
+
+        Keep prompts of one user next to each other: consecutive prompts with a common
+        beginning are encoded as one group.
+        """
+        fp = weights_fingerprint(model)
+        if fp != self.fingerprint:
+            if self.store:
+                self.invalidations += 1
+            self.store.clear()
+            self.fingerprint = fp
+        missing = list(dict.fromkeys(p for p in prompts if p not in self.store))
+        self.misses += len(missing)
+        self.hits += len(prompts) - len(missing)
+        if missing:
+            feats = self._compute(model, tokenizer, missing)
+            self.store.update(zip(missing, feats, strict=True))
+        if not prompts:
+            return torch.zeros(0, model.config.hidden_size)
+        return torch.stack([self.store[p] for p in prompts])
+
+    def _compute(self, model, tokenizer, prompts: list[str]) -> Tensor:
+        training = model.training
+        model.eval()  # features are read without dropout, as at inference
+        try:
+            if self.share_prefix and not is_prompt_learning(model):
+                return shared_prefix_features(model, tokenizer, prompts, self.batch_size)
+            return prompt_features(model, prompts, tokenizer, batch_size=self.batch_size)
+        finally:
+            model.train(training)
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    k = 0
+    while k < n and a[k] == b[k]:
+        k += 1
+    return k
+
+
+def prefix_groups(token_ids: list[list[int]]) -> list[tuple[int, list[int]]]:
+    """Split consecutive token sequences into groups sharing a prefix.
+
+    Returns ``(prefix_length, member indices)`` per group: every member starts with the same
+    ``prefix_length`` tokens and keeps at least one token after them. A sequence joins the
+    current group when it shares at least :data:`MIN_SHARED` tokens with the group's prefix.
+    """
+    groups: list[tuple[int, list[int]]] = []
+    for k, ids in enumerate(token_ids):
+        if groups:
+            length, members = groups[-1]
+            first = token_ids[members[0]]
+            shared = min(length, _common_length(first, ids), len(ids) - 1)
+            if shared >= MIN_SHARED:
+                groups[-1] = (shared, [*members, k])
+                continue
+        groups.append((len(ids) - 1, [k]))
+    return groups
+
+
+@torch.inference_mode()
+def shared_prefix_features(model, tokenizer, prompts: Sequence[str], batch_size: int = 8) -> Tensor:
+    """Top-layer last-position feature of each prompt, encoding shared prefixes once: (n, d).
+
+    Prompts are tokenized as :func:`lmrec.llm.scoring.encode` does (with the tokenizer's
+    special tokens); groups of consecutive prompts with a common token prefix
+    (:func:`prefix_groups`) run that prefix once (left padded, ``batch_size`` groups per pass),
+    its key/value cache is repeated for each member, and the members' suffixes run on top of it
+    (right padded, positions continuing after the prefix). Returns CPU float32.
+    """
+    from transformers import DynamicCache
+
+    device = model_device(model)
+    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    groups = prefix_groups(ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    out = torch.zeros(len(prompts), model.config.hidden_size)
+    for start in range(0, len(groups), batch_size):
+        chunk = groups[start : start + batch_size]
+        # prefixes, left padded: (G, P)
+        p_len = torch.tensor([length for length, _ in chunk])
+        width = int(p_len.max())
+        prefix = torch.full((len(chunk), width), pad, dtype=torch.long)
+        p_mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for g, (length, members) in enumerate(chunk):
+            prefix[g, width - length :] = torch.tensor(ids[members[0]][:length])
+            p_mask[g, width - length :] = 1
+        cache = DynamicCache()
+        model(
+            input_ids=prefix.to(device),
+            attention_mask=p_mask.to(device),
+            position_ids=(p_mask.cumsum(-1) - 1).clamp_min(0).to(device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        # suffixes, right padded: (R, S), each row continuing its group's prefix
+        rows = [(g, k) for g, (_, members) in enumerate(chunk) for k in members]
+        owner = torch.tensor([g for g, _ in rows])
+        suffixes = [ids[k][chunk[g][0] :] for g, k in rows]
+        s_len = torch.tensor([len(s) for s in suffixes])
+        s_width = int(s_len.max())
+        suffix = torch.full((len(rows), s_width), pad, dtype=torch.long)
+        s_mask = torch.zeros((len(rows), s_width), dtype=torch.long)
+        for r, s in enumerate(suffixes):
+            suffix[r, : len(s)] = torch.tensor(s)
+            s_mask[r, : len(s)] = 1
+        cache.batch_select_indices(owner.to(device))
+        mask = torch.cat([p_mask[owner], s_mask], 1)
+        positions = p_len[owner].unsqueeze(1) + torch.arange(s_width).unsqueeze(0)
+        result = model(
+            input_ids=suffix.to(device),
+            attention_mask=mask.to(device),
+            position_ids=positions.to(device),
+            past_key_values=cache,
+            use_cache=True,
+            output_hidden_states=True,
+            logits_to_keep=1,
+        )
+        last = result.hidden_states[-1][torch.arange(len(rows)), (s_len - 1).to(device)]
+        out[torch.tensor([k for _, k in rows])] = last.float().cpu()
+    return out

@@ -1,0 +1,184 @@
+"""Inference: BDLM-llm (the LLM side alone) and BDLM-drs (the cascade), on the saved candidates.
+
+- **BDLM-llm** is scored by the LLM side's own scorer (:func:`lmrec.llm.pipeline.evaluate_llm`):
+  top-K from the candidates' item-token log-probabilities after the top-K prompt, interaction
+  prediction from log P(Yes) - log P(No).
+- **BDLM-drs** scores each (user, candidate) pair with the cascade (eq. 5) on the h_LLM of that
+  pair's own interaction prompt, the prompt the cascade was trained on: the 20 top-K
+  candidates of a user are 20 interaction prompts that differ only in their last tokens, and
+  :class:`~lmrec.bdlm.features.FeatureCache` runs their shared beginning once, which makes the
+  per-candidate prompt affordable (about 4 prompts' worth of tokens per user instead of 20).
+  A user-level prompt feature was the alternative; with a linear head it adds the same number
+  to every candidate of a user and cannot change a ranking.
+
+Both use the same rows of the same candidate sets (the first ``limit`` users of each set when
+``limit`` > 0, as ``evaluate_llm``'s ``eval_limit``), the same metric keys as every other
+method (``topk/HR@1`` ... ``interaction/F1``), and the interaction threshold chosen on the
+validation set. :func:`evaluate_candidates` also scores the domain model alone on those rows, so
+"BDLM-drs vs its own domain model" is compared on identical users.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+
+from lmrec.bdlm.cascade import Cascade
+from lmrec.bdlm.features import FeatureCache
+from lmrec.llm.prompts import PromptBuilder, histories
+from lmrec.models.base import Recommender
+from lmrec.protocol.candidates import CandidateSet
+
+TOPK_CUTOFFS = (1, 2, 5, 10)
+ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def first_rows(cands: CandidateSet, limit: int) -> CandidateSet:
+    """The first ``limit`` users of a candidate set (all of them when ``limit`` is 0)."""
+    if not limit or len(cands.users) <= limit:
+        return cands
+    return CandidateSet(
+        cands.task,
+        cands.stage,
+        cands.users[:limit],
+        cands.items[:limit],
+        cands.labels[:limit],
+        dict(cands.meta),
+    )
+
+
+def evaluate_candidates(
+    scorer: Callable[[str], ScoreFn],
+    sets: Mapping[tuple[str, str], CandidateSet],
+    *,
+    tasks: tuple[str, ...] = ("topk", "interaction"),
+    limit: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Top-K (test) and interaction (threshold on valid, scored on test) metrics.
+
+    ``scorer(stage)`` returns the ``score_fn(users, items)`` of that stage (prompts show the
+    history before the stage).
+    """
+    from lmrec.eval.evaluator import (
+        choose_threshold,
+        interaction_metrics,
+        score_candidates,
+        topk_metrics,
+    )
+
+    out: dict[str, float] = {}
+    if "topk" in tasks:
+        cands = first_rows(sets[("topk", "test")], limit)
+        scores = score_candidates(scorer("test"), cands, batch_size, progress)
+        topk = topk_metrics(scores, cands.labels, TOPK_CUTOFFS)
+        out.update({f"topk/{k}": v for k, v in topk.items()})
+        out["eval/users"] = float(len(cands.users))
+    if "interaction" in tasks:
+        valid = first_rows(sets[("interaction", "valid")], limit)
+        threshold = choose_threshold(
+            score_candidates(scorer("valid"), valid, batch_size, progress), valid.labels
+        )
+        test = first_rows(sets[("interaction", "test")], limit)
+        scores = score_candidates(scorer("test"), test, batch_size, progress)
+        inter = interaction_metrics(scores, test.labels, threshold)
+        out.update({f"interaction/{k}": v for k, v in inter.items()})
+        out["interaction/threshold"] = threshold
+    return out
+
+
+class CascadeScorer:
+    """``score_fn`` of BDLM-drs for one stage: cascade logits on per-pair prompt features."""
+
+    def __init__(
+        self,
+        cascade: Cascade,
+        llm,
+        tokenizer,
+        builder: PromptBuilder,
+        history: list[np.ndarray],
+        cache: FeatureCache,
+    ) -> None:
+        self.cascade, self.llm, self.tok = cascade, llm, tokenizer
+        self.builder, self.history, self.cache = builder, history, cache
+
+    def prompts(self, users: np.ndarray, items: np.ndarray) -> list[str]:
+        """Interaction prompt of every (user, candidate), candidates of a user consecutive."""
+        return [
+            self.builder.prompt("interaction", int(u), self.history[int(u)], target=int(j)).text
+            for u, row in zip(users, items, strict=True)
+            for j in row
+        ]
+
+    @torch.no_grad()
+    def __call__(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        device = next(self.cascade.parameters()).device
+        h = None
+        if self.cascade.h_dim:
+            h = self.cache.features(self.llm, self.tok, self.prompts(users, items))
+            h = h.view(*items.shape, -1).to(device)  # (B, C, d)
+        u = torch.as_tensor(users, dtype=torch.long, device=device).unsqueeze(1)
+        it = torch.as_tensor(items, dtype=torch.long, device=device)
+        return self.cascade(u, it, h).float().cpu().numpy()
+
+
+def evaluate_cascade(
+    cascade: Cascade,
+    llm,
+    tokenizer,
+    builder: PromptBuilder,
+    prepared,
+    cache: FeatureCache,
+    *,
+    tasks: tuple[str, ...] = ("topk", "interaction"),
+    limit: int = 0,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict[str, float]:
+    """BDLM-drs metrics on ``prepared.sets`` (see the module docstring)."""
+    split = prepared.split
+    cascade.eval()
+    llm.eval()
+
+    def scorer(stage: str) -> ScoreFn:
+        hist = histories(split.history_before(stage), split.n_users)
+        return CascadeScorer(cascade, llm, tokenizer, builder, hist, cache)
+
+    return evaluate_candidates(
+        scorer, prepared.sets, tasks=tasks, limit=limit, batch_size=batch_size, progress=progress
+    )
+
+
+def evaluate_domain(
+    model: Recommender,
+    prepared,
+    *,
+    tasks: tuple[str, ...] = ("topk", "interaction"),
+    limit: int = 0,
+    progress: bool = True,
+) -> dict[str, float]:
+    """The domain model alone (its own ``score``) on the same rows as the BDLM sides.
+
+    BDLM's domain models (LightGCN, MF, GMF, NeuMF) read no history, so one scorer serves both
+    stages.
+    """
+    device = next(model.parameters()).device
+    model.eval()
+
+    @torch.no_grad()
+    def score(users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        u = torch.as_tensor(users, dtype=torch.long, device=device)
+        it = torch.as_tensor(items, dtype=torch.long, device=device)
+        return model.score(u, it).float().cpu().numpy()
+
+    return evaluate_candidates(
+        lambda stage: score,
+        prepared.sets,
+        tasks=tasks,
+        limit=limit,
+        batch_size=1024,
+        progress=progress,
+    )

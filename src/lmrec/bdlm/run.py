@@ -1,0 +1,360 @@
+"""A whole BDLM run: data -> domain model -> pre-loaded LLM -> joint training -> metrics.
+
+:func:`run_bdlm` is the library entry the ``bdlm`` experiment cell calls. Steps:
+
+1. :func:`lmrec.pipeline.prepare`: dataset, leave-one-out split, the saved candidate sets.
+2. The LLM with one token per user and item (:func:`lmrec.llm.pipeline.build_llm`).
+3. The domain model, of the LLM's width d: a finished ``lmrec train`` folder (``domain.run``),
+   or trained here into ``<out_dir>/domain`` by :func:`lmrec.train.run.train_run` (resumed).
+4. Pre-loading (BDLM 4.1.2): E_U, E_I <- P_U / s, Q_I / s, the domain tables rescaled by one
+   number ``s = mean row norm of the domain tables / mean row norm of the LM's vocabulary``
+   (new tokens then look like words to the first layer norm; the directions, hence every
+   inner product up to one factor, are the domain model's). ``preload: false`` keeps random
+   rows of the vocabulary's norm (*w/o PE*).
+5. M <- (P_U, Q_I) with the LLM side's factor ``s`` (:mod:`lmrec.bdlm.sharing`), the cascade
+   (:mod:`lmrec.bdlm.cascade`), the training mode (:func:`lmrec.llm.modes.apply_mode`).
+6. :class:`lmrec.bdlm.trainer.JointTrainer` (resumes from ``<out_dir>/checkpoints``).
+7. BDLM-llm and BDLM-drs on the saved candidate sets, and the domain model alone on the same
+   users (:mod:`lmrec.bdlm.inference`).
+
+The run folder holds ``config.json``, ``user_ids.json``, ``item_ids.json``, ``protocol.json``,
+``id_tokens.json``, ``preload.json``, ``tokenizer/``, ``domain/`` (when trained here),
+``checkpoints/``, ``sharing.safetensors`` (M), ``drs.safetensors`` (cascade), ``train.json``
+and ``metrics.json``::
+
+    {"llm": {"topk/HR@1": ..., ...}, "drs": {...}, "domain": {...}, "train": {...}}
+
+A folder whose ``metrics.json`` exists is finished: calling again returns it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmrec.bdlm.aligned import AlignedBatches
+from lmrec.bdlm.cascade import Cascade, CascadeConfig
+from lmrec.bdlm.features import FeatureCache
+from lmrec.bdlm.inference import evaluate_cascade, evaluate_domain
+from lmrec.bdlm.sharing import SharingModule
+from lmrec.bdlm.trainer import JointConfig, JointSides, JointTrainer
+from lmrec.config import from_dict, to_dict
+from lmrec.errors import ConfigError, DataError
+from lmrec.llm.pipeline import LLMRunConfig, PreloadConfig, build_llm, evaluate_llm
+from lmrec.llm.trainer import TrainConfig as LLMTrainConfig
+from lmrec.utils.io import read_json, write_json
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.json"
+SIDES = ("llm", "drs")
+# llm.train fields that the joint schedule owns (JointConfig has them instead).
+_SCHEDULE = {
+    "epochs": "joint.epochs",
+    "batch_size": "joint.batch_size",
+    "max_steps": "joint.rows_per_epoch",
+    "save_every": "joint.save_every",
+    "keep_checkpoints": "joint.keep_checkpoints",
+    "seed": "joint.seed",
+}
+# Keys that change how a run goes, not what it computes (a finished run stays valid).
+_COSMETIC = {("joint", "progress"), ("joint", "num_threads"), ("joint", "save_every")}
+
+
+@dataclass
+class DomainSpec:
+    """The domain model BDLM pairs the LLM with.
+
+    Attributes
+    ----------
+    model:
+        A registered model with user and item tables: ``lightgcn`` (the paper's main choice),
+        ``neumf`` (NCF, the paper's Table 4), ``gmf`` or ``mf``.
+    model_config:
+        Its config; ``dim`` defaults to the LLM's hidden size and must equal it.
+    train_config:
+        Its :class:`lmrec.train.TrainConfig` for pre-training (``seed`` defaults to
+        ``joint.seed``).
+    run:
+        A finished ``lmrec train`` folder of such a model to use instead of training one.
+    """
+
+    model: str = "lightgcn"
+    model_config: dict = field(default_factory=dict)
+    train_config: dict = field(default_factory=dict)
+    run: str | None = None
+
+
+@dataclass
+class BDLMConfig:
+    """Everything one BDLM run needs.
+
+    Attributes
+    ----------
+    llm:
+        The LLM side (:class:`lmrec.llm.pipeline.LLMRunConfig`): model, device, ``id_tokens``
+        (false: text-only prompts, *w/o ET*), training mode, prompts, SFT prompt kinds
+        (``examples``), optimiser (``train``: only lr, lr_tokens, weight_decay, warmup_steps,
+        grad_clip, max_length, gradient_checkpointing; the schedule is ``joint``'s), and the
+        evaluation settings (``tasks``, ``eval_limit``, ``eval_batch_size``) both sides use.
+    domain:
+        The domain model (:class:`DomainSpec`).
+    joint:
+        The joint trainer (:class:`lmrec.bdlm.trainer.JointConfig`), with lambda as ``lam``.
+    cascade:
+        The domain side's head (:class:`lmrec.bdlm.cascade.CascadeConfig`).
+    preload:
+        Pre-load the user/item tokens from the domain model (false: *w/o PE*).
+    share_prefix:
+        Compute h_LLM of prompts with a common beginning from one encoding of it.
+    evaluate:
+        Which sides to score: ``llm`` (BDLM-llm), ``drs`` (BDLM-drs).
+    preprocess, candidates, data_dir:
+        As for every method (:func:`lmrec.pipeline.prepare`).
+    """
+
+    llm: LLMRunConfig = field(default_factory=LLMRunConfig)
+    domain: DomainSpec = field(default_factory=DomainSpec)
+    joint: JointConfig = field(default_factory=JointConfig)
+    cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    preload: bool = True
+    share_prefix: bool = True
+    evaluate: list[str] = field(default_factory=lambda: list(SIDES))
+    preprocess: dict = field(default_factory=dict)
+    candidates: dict = field(default_factory=dict)
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        for name, cls in (
+            ("llm", LLMRunConfig),
+            ("domain", DomainSpec),
+            ("joint", JointConfig),
+            ("cascade", CascadeConfig),
+        ):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, from_dict(cls, getattr(self, name), f"bdlm.{name}"))
+        bad = [s for s in self.evaluate if s not in SIDES]
+        if bad:
+            raise ConfigError(f"bdlm.evaluate must be a subset of {SIDES}, got {bad}")
+        llm = self.llm
+        if to_dict(llm.preload) != to_dict(PreloadConfig()):
+            raise ConfigError(
+                "bdlm.llm.preload: BDLM pre-loads from its own domain model; use bdlm.preload "
+                "(true/false) and bdlm.domain instead"
+            )
+        for name in ("preprocess", "candidates", "data_dir"):
+            if getattr(llm, name):
+                raise ConfigError(
+                    f"bdlm.llm.{name}: set {name} at the top level of the BDLM config (both "
+                    "sides use the same data)"
+                )
+        defaults = to_dict(LLMTrainConfig())
+        for name, where in _SCHEDULE.items():
+            if getattr(llm.train, name) != defaults[name]:
+                raise ConfigError(
+                    f"bdlm.llm.train.{name}: the joint trainer owns the schedule; set {where}"
+                )
+        if not llm.id_tokens and (self.preload or self.joint.lam > 0):
+            raise ConfigError(
+                "bdlm.llm.id_tokens is false (text-only, w/o ET): there are no token rows to "
+                "pre-load or share; set bdlm.preload: false and bdlm.joint.lam: 0"
+            )
+
+
+def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path) -> dict:
+    """Train BDLM on ``dataset`` and evaluate both sides; returns ``metrics.json``'s contents.
+
+    Parameters
+    ----------
+    dataset:
+        A dataset :func:`lmrec.data.load_dataset` knows (``ml-100k``, ``ml-1m``,
+        ``amazon2014:...``).
+    config:
+        The dict form of :class:`BDLMConfig` (unknown keys raise, naming them) or the config.
+    out_dir:
+        The run folder (module docstring); an interrupted run there resumes, a finished one is
+        returned as it is.
+
+    Returns
+    -------
+    dict
+        ``{"llm": BDLM-llm metrics, "drs": BDLM-drs metrics, "domain": the domain model alone
+        on the same users, "train": scalars of the joint training}``; metric keys as everywhere
+        (``topk/HR@1``, ``topk/HR@2``, ..., ``interaction/F1``).
+    """
+    from lmrec.pipeline import prepare
+
+    cfg = config if isinstance(config, BDLMConfig) else from_dict(BDLMConfig, config, "bdlm")
+    out = Path(out_dir)
+    if cfg.joint.num_threads:
+        torch.set_num_threads(cfg.joint.num_threads)
+    prepared = prepare(
+        dataset,
+        data_dir=cfg.data_dir,
+        preprocess=cfg.preprocess or None,
+        candidates=cfg.candidates or None,
+    )
+    run_config = {"dataset": dataset, "bdlm": to_dict(cfg)}
+    _check_same_run(out, run_config)
+    if (out / METRICS_FILE).is_file():
+        return read_json(out / METRICS_FILE)
+    write_json(out / CONFIG_FILE, run_config)
+    ds = prepared.dataset
+    ds.users.save(out / "user_ids.json")
+    ds.items.save(out / "item_ids.json")
+    write_json(out / "protocol.json", prepared.protocol())
+
+    # the LLM, with random user/item rows for now
+    llm, tok, ids, _ = build_llm(cfg.llm, ds.n_users, ds.n_items, ds.titles())
+    width = int(llm.get_input_embeddings().weight.shape[1])
+    device = next(llm.parameters()).device
+
+    domain = domain_model(cfg, dataset, prepared, out / "domain", width).to(device)
+    with torch.no_grad():
+        p_u, q_i = (t.detach().float().cpu() for t in domain.user_item_embeddings())
+
+    sharing, record = None, {"id_tokens": ids is not None}
+    if ids is not None:
+        from lmrec.llm.tokens import set_id_token_rows
+
+        vocab = llm.get_input_embeddings().weight[: ids.first_id].detach().float()
+        lm_norm = float(vocab.norm(dim=1).mean())
+        domain_norm = float(torch.cat([p_u, q_i]).norm(dim=1).mean())
+        scale = domain_norm / lm_norm
+        record.update(
+            init="domain" if cfg.preload else "random",
+            lm_embedding_norm=lm_norm,
+            domain_norm=domain_norm,
+            llm_scale=scale,
+        )
+        if cfg.preload:
+            set_id_token_rows(llm, ids, "user", p_u / scale)
+            set_id_token_rows(llm, ids, "item", q_i / scale)
+        sharing = SharingModule.from_tables(
+            p_u, q_i, scale, cfg.joint.write_rate, cfg.joint.mutual_reduction
+        ).to(device)
+        ids.save(out / "id_tokens.json")
+    write_json(out / "preload.json", record)
+    tok.save_pretrained(out / "tokenizer")
+
+    from lmrec.llm.modes import apply_mode
+    from lmrec.llm.prompts import PromptBuilder
+
+    builder = PromptBuilder(cfg.llm.prompt, ds.titles(), ids, tok)
+    torch.manual_seed(cfg.joint.seed)  # LoRA's A matrices start random
+    llm = apply_mode(llm, cfg.llm.mode, ids, tok)
+    cascade = Cascade(domain, width, cfg.cascade).to(device)
+    cache = FeatureCache(cfg.joint.feature_batch_size, cfg.share_prefix)
+    sides = JointSides(llm, tok, ids, builder, cascade, sharing, cache)
+    batches = AlignedBatches(
+        prepared.split, cfg.joint.batch_size, cfg.joint.seed, cfg.joint.rows_per_epoch
+    )
+    trainer = JointTrainer(sides, batches, cfg.joint, cfg.llm.train, cfg.llm.examples, out)
+    stats = trainer.fit()
+    write_json(out / "train.json", stats)
+    if sharing is not None:
+        sharing.save(out / "sharing.safetensors")
+    from lmrec.train.checkpoint import save_weights
+
+    save_weights(cascade, out / "drs.safetensors")
+
+    progress = cfg.joint.progress
+    tasks = tuple(cfg.llm.tasks)
+    limit = cfg.llm.eval_limit
+    metrics: dict[str, Any] = {}
+    if "llm" in cfg.evaluate:
+        metrics["llm"] = evaluate_llm(
+            llm, tok, builder, prepared, ids, cfg.llm, None, progress=progress
+        )
+    if "drs" in cfg.evaluate:
+        metrics["drs"] = evaluate_cascade(
+            cascade,
+            llm,
+            tok,
+            builder,
+            prepared,
+            cache,
+            tasks=tasks,
+            limit=limit,
+            batch_size=cfg.llm.eval_batch_size,
+            progress=progress,
+        )
+    metrics["domain"] = evaluate_domain(
+        cascade.domain, prepared, tasks=tasks, limit=limit, progress=progress
+    )
+    metrics["train"] = {
+        k: float(v)
+        for k, v in stats.items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+    }
+    for key, value in (stats["history"][-1] if stats["history"] else {}).items():
+        if key != "epoch":
+            metrics["train"][f"last_epoch/{key}"] = float(value)
+    write_json(out / METRICS_FILE, metrics)
+    return metrics
+
+
+def domain_model(cfg: BDLMConfig, dataset: str, prepared, folder: Path, width: int):
+    """The trained domain model of ``cfg.domain``, of width ``width`` (trained if needed)."""
+    from lmrec.models import build_model
+    from lmrec.train.checkpoint import load_weights
+    from lmrec.train.run import train_run
+    from lmrec.train.trainer import BEST_FILE
+
+    spec = cfg.domain
+    dim = spec.model_config.get("dim", width)
+    if dim != width:
+        raise ConfigError(
+            f"bdlm.domain.model_config.dim is {dim} but the LLM is {width} wide; M needs one "
+            f"width on both sides (BDLM sets the domain model's width to the LLM's): set dim "
+            f"to {width} or leave it out"
+        )
+    run = Path(spec.run) if spec.run else folder
+    if spec.run is None and not (run / BEST_FILE).is_file():
+        train_run(
+            spec.model,
+            dataset,
+            out_dir=run,
+            model_config={**spec.model_config, "dim": width},
+            train_config={"seed": cfg.joint.seed, **spec.train_config},
+            preprocess=to_dict(prepared.preprocess),
+            candidates=to_dict(prepared.candidates),
+            data_dir=cfg.data_dir,
+        )
+    if not (run / BEST_FILE).is_file():
+        raise DataError(f"{run}: no {BEST_FILE}; is it a finished `lmrec train` folder?")
+    saved = read_json(run / "config.json")
+    if read_json(run / "item_ids.json").get("raw") != prepared.dataset.items.raw:
+        raise DataError(f"{run}: the domain model was trained on other items than this dataset")
+    model = build_model(
+        saved["model"], prepared.split.n_users, prepared.split.n_items, saved.get("model_config")
+    )
+    if getattr(model.config, "dim", width) != width:
+        raise ConfigError(
+            f"{run}: the domain model is {model.config.dim} wide but the LLM {width}; train it "
+            f"with model_config.dim = {width}"
+        )
+    train = prepared.split.train
+    model.prepare(train["user"].to_numpy(), train["item"].to_numpy())
+    load_weights(model, run / BEST_FILE)
+    model.eval()
+    return model
+
+
+def _comparable(run_config: dict) -> dict:
+    out = {"dataset": run_config.get("dataset"), "bdlm": dict(run_config.get("bdlm", {}))}
+    for section, key in _COSMETIC:
+        sec = dict(out["bdlm"].get(section, {}))
+        sec.pop(key, None)
+        out["bdlm"][section] = sec
+    out["bdlm"].pop("data_dir", None)
+    return out
+
+
+def _check_same_run(out: Path, run_config: dict) -> None:
+    path = out / CONFIG_FILE
+    if path.is_file() and _comparable(read_json(path)) != _comparable(run_config):
+        raise ConfigError(f"{out} holds a BDLM run with another config; use a new out_dir")

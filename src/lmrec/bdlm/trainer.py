@@ -1,0 +1,538 @@
+"""The joint trainer of BDLM (paper 4.3, Algorithm 1): the LLM and the domain model take turns.
+
+Total loss (eq. 9)::
+
+    L = L_LLM + L_DRS + lambda * (L_mut_LLM + L_mut_DRS)
+
+The two models share no parameter and M is not trained by gradient, so minimising L in turns is
+one optimiser step per side on its own part, on the same aligned rows
+(:class:`lmrec.bdlm.aligned.AlignedBatches`):
+
+1. **LLM step**: answer-only cross-entropy of the rows' SFT prompts (:func:`lmrec.llm.trainer.
+   batch_loss`, BDLM eqs. 3-4) + lambda * MSE of its user/item token rows to M (eq. 7); AdamW on
+   the parameter groups of :func:`lmrec.llm.modes.param_groups` (new rows at their own rate),
+   linear warm-up and gradient clipping as in :func:`lmrec.llm.trainer.train_sft`. Then the
+   LLM writes its rows of the batch's users and items into M.
+2. **Domain step**: binary cross-entropy of the cascade on (user, positive) / (user, negative)
+   with the h_LLM of their interaction prompts (eq. 6; features from the LLM as it is after
+   step 1, through :class:`~lmrec.bdlm.features.FeatureCache`) + ``native_weight`` x the domain
+   model's own loss on the same rows (BPR for LightGCN, BCE for GMF/NeuMF) + lambda * MSE of its
+   tables' rows to M (eq. 8); Adam, with the head at its own learning rate. Then the domain
+   model writes its rows into M.
+
+Randomness comes in separate streams, each seeded from ``(seed, epoch, batch)`` or ``(seed,
+side, step)`` only: the rows, the LLM's extra negatives, the LLM's dropout and the domain
+model's dropout. So with lambda = 0 each side trains exactly as it does when the other side is
+switched off (``train_llm`` / ``train_drs``) - up to what the cascade reads from the LLM: with
+the LLM feature on, the domain side sees the LLM's current state, and a run that does not train
+the LLM feeds it the initial LLM instead. And a resumed run ends bit for bit where an
+uninterrupted one would.
+
+Checkpoints (``out_dir/checkpoints/step-NNNNNNN/``, written whole to a temporary folder and
+renamed; the newest ``keep_checkpoints`` are kept)::
+
+    llm/trainable.safetensors, llm/optimizer.safetensors, llm/optimizer.json   (LLM side)
+    drs/model.safetensors, drs/optimizer.safetensors, drs/optimizer.json       (cascade)
+    sharing.safetensors                                                        (M)
+    state.json                                                   (step, losses, config)
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from lmrec.bdlm.aligned import AlignedBatches, Rows
+from lmrec.bdlm.cascade import Cascade
+from lmrec.bdlm.features import FeatureCache
+from lmrec.bdlm.sharing import SharingModule, unique_ids
+from lmrec.config import to_dict
+from lmrec.errors import ConfigError, DataError
+from lmrec.llm.modes import param_groups, trainable_state
+from lmrec.llm.prompts import PromptBuilder
+from lmrec.llm.scoring import model_device
+from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example
+from lmrec.llm.tokens import IdTokens, id_token_rows
+from lmrec.llm.trainer import (
+    TrainConfig as LLMTrainConfig,
+)
+from lmrec.llm.trainer import (
+    batch_loss,
+    enable_checkpointing,
+    latest_checkpoint,
+    load_optimizer_state,
+    load_trainable,
+    optimizer_state,
+    peak_memory_mb,
+    prune_checkpoints,
+)
+from lmrec.train.checkpoint import load_optimizer, load_weights, save_optimizer, save_weights
+from lmrec.utils.io import read_json, write_json
+
+# Keys of JointConfig that may change when a run is resumed (they change nothing computed).
+RESUMABLE_FIELDS = frozenset({"epochs", "progress", "num_threads", "save_every"})
+_STREAMS = {"llm": 1, "drs": 2}
+
+
+@dataclass
+class JointConfig:
+    """The schedule and the domain side's optimiser of :class:`JointTrainer`.
+
+    The LLM side's optimiser settings (``lr``, ``lr_tokens``, ``weight_decay``,
+    ``warmup_steps``, ``grad_clip``, ``max_length``, ``gradient_checkpointing``) are those of the
+    LLM config's ``train`` section (:class:`lmrec.llm.trainer.TrainConfig`).
+
+    Attributes
+    ----------
+    lam:
+        lambda of eq. 9, the weight of the mutual-learning losses; 0 is *w/o JL*.
+    epochs:
+        Passes over the aligned rows.
+    batch_size:
+        Aligned rows per joint step (each gives 3 SFT prompts with both tasks).
+    rows_per_epoch:
+        Rows per epoch (the first of each shuffled epoch); 0 = every train interaction.
+    lr_drs, weight_decay_drs:
+        Adam's learning rate and L2 for the domain model (the paper: 1e-4).
+    lr_head:
+        Adam's learning rate for the cascade head (it starts from the domain model's output
+        layer, with zero weight on h_LLM, and has to learn that part from few rows).
+    native_weight:
+        Weight of the domain model's own loss (BPR / BCE) in L_DRS, beside the cascade's BCE.
+    write_rate:
+        How much of its rows a side writes into M (1: overwrite).
+    mutual_reduction:
+        What the mutual MSE averages over: ``"element"`` (torch's ``mse_loss``, the paper's
+        equations literally) or ``"row"`` (squared distance per row, d times larger; see
+        :mod:`lmrec.bdlm.sharing`).
+    train_llm, train_drs:
+        Switch one side off (it is then neither stepped nor written into M).
+    seed:
+        Seeds every stream (rows, negatives, dropout of each side).
+    save_every:
+        Also checkpoint every this many steps (0: at the end of each epoch only).
+    keep_checkpoints:
+        Newest checkpoints kept.
+    feature_batch_size:
+        Prompt groups per forward pass when computing h_LLM.
+    progress:
+        Show a tqdm bar.
+    """
+
+    lam: float = 0.1
+    epochs: int = 1
+    batch_size: int = 4
+    rows_per_epoch: int = 0
+    lr_drs: float = 1e-4
+    lr_head: float = 1e-3
+    weight_decay_drs: float = 0.0
+    native_weight: float = 1.0
+    write_rate: float = 1.0
+    mutual_reduction: str = "element"
+    train_llm: bool = True
+    train_drs: bool = True
+    seed: int = 0
+    save_every: int = 0
+    keep_checkpoints: int = 1
+    feature_batch_size: int = 8
+    progress: bool = True
+    num_threads: int = 0
+
+    def __post_init__(self) -> None:
+        for name, low in (
+            ("epochs", 1),
+            ("batch_size", 1),
+            ("rows_per_epoch", 0),
+            ("save_every", 0),
+            ("keep_checkpoints", 1),
+            ("feature_batch_size", 1),
+            ("num_threads", 0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"joint.{name} must be an integer >= {low}, got {value!r}")
+        for name in ("lam", "lr_drs", "lr_head", "weight_decay_drs", "native_weight"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(f"joint.{name} must be a number >= 0, got {value!r}")
+        if self.lr_drs == 0 or self.lr_head == 0:
+            raise ConfigError("joint.lr_drs and joint.lr_head must be > 0")
+        if not 0 < self.write_rate <= 1:
+            raise ConfigError(f"joint.write_rate must be in (0, 1], got {self.write_rate!r}")
+        if self.mutual_reduction not in ("element", "row"):
+            raise ConfigError(
+                f"joint.mutual_reduction must be 'element' or 'row', got {self.mutual_reduction!r}"
+            )
+        if not (self.train_llm or self.train_drs):
+            raise ConfigError("joint.train_llm and joint.train_drs are both off: nothing to train")
+
+
+@dataclass
+class JointSides:
+    """Everything a joint step touches.
+
+    Attributes
+    ----------
+    llm, tokenizer:
+        The LLM as prepared by :func:`lmrec.llm.modes.apply_mode`, and its tokenizer.
+    ids:
+        Its user/item tokens, or None for a text-only LLM (*w/o ET*: nothing to share).
+    builder:
+        The prompt builder of both sides' prompts.
+    cascade:
+        The domain model and its head.
+    sharing:
+        M, or None when nothing is shared (text-only LLM).
+    features:
+        The h_LLM cache the cascade reads through.
+    """
+
+    llm: Any
+    tokenizer: Any
+    ids: IdTokens | None
+    builder: PromptBuilder
+    cascade: Cascade
+    sharing: SharingModule | None
+    features: FeatureCache
+
+
+def _stream_seed(seed: int, side: str, step: int) -> int:
+    return (seed * 1_000_003 + step) * 4 + _STREAMS[side]
+
+
+class JointTrainer:
+    """Alternating updates of the LLM side and the domain side on aligned rows.
+
+    Parameters
+    ----------
+    sides:
+        The models (:class:`JointSides`).
+    batches:
+        The aligned rows.
+    config:
+        Schedule and domain-side optimiser (:class:`JointConfig`).
+    llm_train:
+        The LLM side's optimiser settings (its schedule fields are not read).
+    examples:
+        Which SFT prompts the LLM trains on (``tasks``, ``n_candidates``, ``negatives``).
+    out_dir:
+        Where checkpoints go; None trains without saving.
+    """
+
+    def __init__(
+        self,
+        sides: JointSides,
+        batches: AlignedBatches,
+        config: JointConfig,
+        llm_train: LLMTrainConfig,
+        examples: ExampleConfig,
+        out_dir: str | Path | None = None,
+    ) -> None:
+        self.sides = sides
+        self.batches = batches
+        self.cfg = config
+        self.llm_cfg = llm_train
+        self.examples = examples
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.device = model_device(sides.llm)
+        self.collate = SFTCollator(sides.tokenizer.pad_token_id)
+        self.llm_opt = None
+        if config.train_llm:
+            groups = param_groups(
+                sides.llm, llm_train.lr, llm_train.lr_tokens, llm_train.weight_decay
+            )
+            if not groups:
+                raise ConfigError("the LLM has no trainable parameters (mode 'none'?)")
+            self.llm_params = [p for g in groups for p in g["params"]]
+            self.llm_opt = torch.optim.AdamW(groups)
+            self.llm_base_lrs = [g["lr"] for g in self.llm_opt.param_groups]
+            if llm_train.gradient_checkpointing:
+                enable_checkpointing(sides.llm)
+        self.drs_opt = None
+        if config.train_drs:
+            cascade = sides.cascade
+            self.drs_opt = torch.optim.Adam(
+                [
+                    {
+                        "params": list(cascade.domain.parameters()),
+                        "lr": config.lr_drs,
+                        "weight_decay": config.weight_decay_drs,
+                    },
+                    {"params": list(cascade.head.parameters()), "lr": config.lr_head},
+                ]
+            )
+        self.step = 0
+        self.history: list[dict[str, Any]] = []  # one entry per finished epoch
+        self._sums: dict[str, float] = {}
+        self._count = 0
+
+    # ----------------------------------------------------------------------------- steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.batches.n_batches() * self.cfg.epochs
+
+    def rows(self, step: int) -> tuple[Rows, int, int]:
+        """The aligned rows of global step ``step`` (from 0), its epoch (from 1) and batch."""
+        epoch, k = divmod(step, self.batches.n_batches())
+        return self.batches.batch(epoch + 1, k), epoch + 1, k
+
+    def _shared(self, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
+        return unique_ids(rows.users), unique_ids(rows.pos, rows.neg)
+
+    def llm_step(self, rows: Rows, step: int, epoch: int, k: int) -> dict[str, float]:
+        """One optimiser step of the LLM side on the rows' prompts, then its write into M."""
+        s = self.sides
+        prompts = self.batches.llm_prompts(rows, s.builder, self.examples, epoch, k)
+        encoded = [encode_example(s.tokenizer, p, self.llm_cfg.max_length) for p in prompts]
+        batch = {n: t.to(self.device) for n, t in self.collate(encoded).items()}
+        torch.manual_seed(_stream_seed(self.cfg.seed, "llm", step))  # dropout masks
+        s.llm.train()
+        loss = sft = batch_loss(s.llm, batch)
+        out = {"llm/sft": sft.item()}
+        users, items = self._shared(rows)
+        shares = s.sharing is not None and s.ids is not None
+        if shares and self.cfg.lam > 0:
+            mut = s.sharing.mutual_loss(
+                "llm", users, items, *self._llm_rows(users, items, grad=True)
+            )
+            loss = loss + self.cfg.lam * mut
+            out["llm/mut"] = mut.item()
+        elif shares:
+            out["llm/mut"] = s.sharing.distance("llm", users, items, *self._llm_rows(users, items))
+        self.llm_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.llm_cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.llm_params, self.llm_cfg.grad_clip)
+        warm = min(1.0, (step + 1) / max(1, self.llm_cfg.warmup_steps))  # as train_sft
+        for group, lr in zip(self.llm_opt.param_groups, self.llm_base_lrs, strict=True):
+            group["lr"] = lr * warm
+        self.llm_opt.step()
+        if shares:
+            s.sharing.write("llm", users, items, *self._llm_rows(users, items))
+        return out
+
+    def _llm_rows(self, users, items, grad: bool = False):
+        s = self.sides
+        with torch.enable_grad() if grad else torch.no_grad():
+            return (
+                id_token_rows(s.llm, s.ids, "user", users.to(self.device)),
+                id_token_rows(s.llm, s.ids, "item", items.to(self.device)),
+            )
+
+    def llm_features(self, rows: Rows) -> torch.Tensor | None:
+        """h_LLM of the rows' (user, positive) and (user, negative) prompts: (B, 2, d)."""
+        s = self.sides
+        if not s.cascade.h_dim:
+            return None
+        texts = self.batches.feature_prompts(rows, s.builder)
+        h = s.features.features(s.llm, s.tokenizer, texts)
+        return h.view(len(rows), 2, -1)
+
+    def drs_step(self, rows: Rows, step: int) -> dict[str, float]:
+        """One optimiser step of the domain side (cascade + native loss), then its write."""
+        s = self.sides
+        cascade = s.cascade
+        dev = next(cascade.parameters()).device
+        h = self.llm_features(rows)
+        torch.manual_seed(_stream_seed(self.cfg.seed, "drs", step))  # dropout masks
+        cascade.train()
+        tables = cascade.tables()
+        u, pos, neg = rows.tensors(dev)
+        items = torch.stack([pos, neg], 1)  # (B, 2)
+        labels = torch.tensor([[1.0, 0.0]], device=dev).expand(len(rows), 2)
+        bce = cascade.loss(u.unsqueeze(1), items, labels, None if h is None else h.to(dev), tables)
+        loss = bce
+        out = {"drs/bce": bce.item()}
+        if self.cfg.native_weight:
+            kind = cascade.domain.batch_kind
+            native = cascade.domain.loss(AlignedBatches.domain_batch(rows, kind, dev))
+            loss = loss + self.cfg.native_weight * native
+            out["drs/native"] = native.item()
+        users, items_u = self._shared(rows)
+        if s.sharing is not None:
+            p_u, q_i = tables[0][users.to(dev)], tables[1][items_u.to(dev)]
+            if self.cfg.lam > 0:
+                mut = s.sharing.mutual_loss("drs", users, items_u, p_u, q_i)
+                loss = loss + self.cfg.lam * mut
+                out["drs/mut"] = mut.item()
+            else:
+                out["drs/mut"] = s.sharing.distance("drs", users, items_u, p_u, q_i)
+        self.drs_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.drs_opt.step()
+        if s.sharing is not None:
+            with torch.no_grad():
+                p_table, q_table = cascade.tables()
+                s.sharing.write(
+                    "drs", users, items_u, p_table[users.to(dev)], q_table[items_u.to(dev)]
+                )
+        return out
+
+    def joint_step(self, step: int) -> dict[str, float]:
+        """Step ``step``: the LLM side, then the domain side, on the same rows."""
+        rows, epoch, k = self.rows(step)
+        out: dict[str, float] = {}
+        if self.cfg.train_llm:
+            out.update(self.llm_step(rows, step, epoch, k))
+        if self.cfg.train_drs:
+            out.update(self.drs_step(rows, step))
+        return out
+
+    # ----------------------------------------------------------------------------- loop
+
+    def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict:
+        """Train to ``epochs``, resuming from the newest checkpoint in ``out_dir``.
+
+        ``on_step(step, losses)`` is called after every step (steps count from 1) and its
+        checkpoint; raising from it stops training with the checkpoint intact.
+
+        Returns
+        -------
+        dict
+            ``steps``, ``resumed_from``, ``seconds``, ``steps_per_s``, ``peak_memory_mb``, the
+            per-epoch mean losses (``history``) and the feature-cache counters.
+        """
+        if self.cfg.num_threads:
+            torch.set_num_threads(self.cfg.num_threads)
+        start = self.resume() if self.out_dir is not None else 0
+        total = self.total_steps
+        per_epoch = self.batches.n_batches()
+        t0 = time.perf_counter()
+        bar = tqdm(
+            range(start, total),
+            desc="bdlm joint",
+            initial=start,
+            total=total,
+            disable=not self.cfg.progress,
+        )
+        for step in bar:
+            losses = self.joint_step(step)
+            for key, value in losses.items():
+                self._sums[key] = self._sums.get(key, 0.0) + value
+            self._count += 1
+            done = step + 1
+            self.step = done
+            if done % per_epoch == 0:
+                means = {k: v / self._count for k, v in self._sums.items()}
+                self.history.append({"epoch": done // per_epoch, **means})
+                self._sums, self._count = {}, 0
+            bar.set_postfix({k.split("/")[1]: f"{v:.3f}" for k, v in losses.items()})
+            if self.out_dir is not None and (
+                done % per_epoch == 0 or (self.cfg.save_every and done % self.cfg.save_every == 0)
+            ):
+                self.save()
+            if on_step is not None:
+                on_step(done, losses)
+        for side in (self.sides.llm, self.sides.cascade):
+            side.eval()
+        seconds = time.perf_counter() - t0
+        cache = self.sides.features
+        return {
+            "steps": total,
+            "resumed_from": start,
+            "rows_per_step": self.cfg.batch_size,
+            "seconds": seconds,
+            "steps_per_s": (total - start) / seconds if seconds > 0 and total > start else 0.0,
+            "peak_memory_mb": peak_memory_mb(self.device),
+            "history": self.history,
+            "feature_cache": {
+                "hits": cache.hits,
+                "misses": cache.misses,
+                "invalidations": cache.invalidations,
+            },
+        }
+
+    # ----------------------------------------------------------------------------- files
+
+    def _state(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "history": self.history,
+            "epoch_sums": self._sums,
+            "epoch_count": self._count,
+            "config": to_dict(self.cfg),
+        }
+
+    def save(self) -> Path:
+        """Write the checkpoint of the current step (see the module docstring)."""
+        root = self.out_dir / "checkpoints"
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"step-{self.step:07d}"
+        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
+        try:
+            if self.llm_opt is not None:
+                (tmp / "llm").mkdir()
+                weights = {
+                    n: t.contiguous().cpu() for n, t in trainable_state(self.sides.llm).items()
+                }
+                save_file(weights, str(tmp / "llm" / "trainable.safetensors"))
+                tensors, meta = optimizer_state(self.sides.llm, self.llm_opt)
+                save_file(tensors, str(tmp / "llm" / "optimizer.safetensors"))
+                write_json(tmp / "llm" / "optimizer.json", meta)
+            if self.drs_opt is not None:
+                (tmp / "drs").mkdir()
+                save_weights(self.sides.cascade, tmp / "drs" / "model.safetensors")
+                save_optimizer(self.drs_opt, tmp / "drs")
+            if self.sides.sharing is not None:
+                self.sides.sharing.save(tmp / "sharing.safetensors")
+            write_json(tmp / "state.json", self._state())  # last: marks the folder complete
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        prune_checkpoints(self.out_dir, self.cfg.keep_checkpoints)
+        return final
+
+    def resume(self) -> int:
+        """Load the newest checkpoint of ``out_dir`` (if any); returns the step it reached."""
+        ckpt = latest_checkpoint(self.out_dir)
+        if ckpt is None:
+            return 0
+        state = read_json(ckpt / "state.json")
+        check_resumable(state.get("config", {}), self.cfg, ckpt)
+        if self.llm_opt is not None:
+            load_trainable(self.sides.llm, ckpt / "llm" / "trainable.safetensors")
+            load_optimizer_state(
+                self.sides.llm,
+                self.llm_opt,
+                load_file(str(ckpt / "llm" / "optimizer.safetensors")),
+                read_json(ckpt / "llm" / "optimizer.json"),
+            )
+        if self.drs_opt is not None:
+            load_weights(self.sides.cascade, ckpt / "drs" / "model.safetensors")
+            load_optimizer(self.drs_opt, ckpt / "drs")
+        if self.sides.sharing is not None:
+            self.sides.sharing.load_state(SharingModule.load(ckpt / "sharing.safetensors"))
+        self.step = int(state["step"])
+        self.history = list(state.get("history", []))
+        self._sums = dict(state.get("epoch_sums", {}))
+        self._count = int(state.get("epoch_count", 0))
+        return self.step
+
+
+def check_resumable(saved: dict[str, Any], cfg: JointConfig, where: Path) -> None:
+    """Raise :class:`DataError` if ``cfg`` differs from the checkpoint's in a computing field."""
+    now = to_dict(cfg)
+    changed = sorted(
+        k for k in set(saved) | set(now) if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)
+    )
+    if changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise DataError(
+            f"{where}: this checkpoint was trained with another joint config ({diffs}); use a "
+            "new out_dir, or the saved config to resume"
+        )
+
+
+__all__ = ["JointConfig", "JointSides", "JointTrainer", "check_resumable"]
