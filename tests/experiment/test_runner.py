@@ -33,6 +33,9 @@ def test_grid_expansion_order_and_seeds(fake):
     assert [c.id for c in select_cells(cells, ["*/b/seed-2", "toy/a"])] == [
         "toy/a/seed-0", "toy/a/seed-1", "toy/a/seed-2", "toy/b/seed-2", "other/b/seed-2"
     ]  # fmt: skip
+    # A method name or label, or a dataset label, alone.
+    assert [c.id for c in select_cells(cells, ["b", "LightGCN"])] == [c.id for c in cells]
+    assert len(select_cells(cells, "oth*")) == 6
     with pytest.raises(ConfigError, match="matches no cell"):
         select_cells(cells, "nope/*")
 

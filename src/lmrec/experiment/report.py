@@ -194,6 +194,7 @@ def _label(name: str) -> str:
         "full/HR@10": "HR@10",
         "full/NDCG@10": "NDCG@10",
         "full/Recall@10": "Recall@10",
+        "topk/MRR": "MRR",
     }.get(name, METRIC_LABELS.get(name, name))
 
 

@@ -93,28 +93,33 @@ def expand(cfg: ExperimentConfig) -> list[Cell]:
 def select_cells(cells: Sequence[Cell], only: str | Sequence[str] | None) -> list[Cell]:
     """The cells whose id (``dataset/method/seed-s``) matches one of the ``only`` patterns.
 
-    A pattern is a glob (``*/sasrec/*``) or a leading part of the id (``ml-100k``,
-    ``ml-100k/mf``). ``None`` selects every cell; a pattern matching none raises.
+    A pattern is a glob over the id (``*/sasrec/*``), a leading part of it (``ml-100k/mf``), or
+    a glob over one dataset label, method name or method label (``ml-1m``, ``sasrec``,
+    ``BDLM-*``). ``None`` selects every cell; a pattern matching none raises.
     """
     if only is None:
         return list(cells)
     patterns = [only] if isinstance(only, str) else list(only)
     chosen = []
     for cell in cells:
-        if any(_matches(cell.id, p) for p in patterns):
+        if any(_matches(cell, p) for p in patterns):
             chosen.append(cell)
-    unmatched = [p for p in patterns if not any(_matches(c.id, p) for c in cells)]
+    unmatched = [p for p in patterns if not any(_matches(c, p) for c in cells)]
     if unmatched:
         ids = ", ".join(c.id for c in cells[:6]) + (", ..." if len(cells) > 6 else "")
         raise ConfigError(
-            f"--only {', '.join(unmatched)} matches no cell; cell ids look like {ids}"
+            f"only: {', '.join(unmatched)} matches no cell; cell ids look like {ids}, and "
+            "a dataset label, method name or method label alone selects its cells"
         )
     return chosen
 
 
-def _matches(cell_id: str, pattern: str) -> bool:
+def _matches(cell: Cell, pattern: str) -> bool:
     pattern = pattern.strip("/")
-    return fnmatch.fnmatchcase(cell_id, pattern) or cell_id.startswith(pattern + "/")
+    if fnmatch.fnmatchcase(cell.id, pattern) or cell.id.startswith(pattern + "/"):
+        return True
+    names = (cell.dataset_label, cell.method.name, cell.method.label)
+    return "/" not in pattern and any(fnmatch.fnmatchcase(n, pattern) for n in names)
 
 
 def cell_dir(out: Path, cell: Cell) -> Path:

@@ -1,0 +1,118 @@
+"""run_bdlm and the bdlm / llm experiment cell kinds (end to end with the tiny Llama)."""
+
+import pytest
+import torch
+
+from lmrec.bdlm.run import BDLMConfig
+from lmrec.bdlm.sharing import SharingModule
+from lmrec.config import from_dict
+from lmrec.errors import ConfigError
+
+TABLE3 = ["topk/HR@1", "topk/HR@2", "interaction/precision", "interaction/recall"]
+TINY_LLM = {
+    "device": "cpu",
+    "eval_limit": 4,
+    "prompt": {"topk": "id-topk", "interaction": "id-interaction", "max_history": 4},
+    "examples": {"n_candidates": 5, "negatives": "uniform"},
+}
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"llm": {"train": {"epochs": 3}}}, "set joint.epochs"),
+        ({"llm": {"preload": {"init": "domain", "domain_model": "mf"}}}, "use bdlm.preload"),
+        ({"llm": {"candidates": {"sampler": "uniform"}}}, "top level"),
+        ({"llm": {"id_tokens": False}}, "set bdlm.preload: false"),
+        ({"joint": {"lamda": 0.1}}, "bdlm.joint: unknown key"),
+        ({"evaluate": ["both"]}, "bdlm.evaluate"),
+    ],
+)
+def test_config_errors_name_the_field(config, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict(BDLMConfig, config, "bdlm")
+
+
+def test_text_only_config_is_accepted_without_sharing():
+    cfg = from_dict(
+        BDLMConfig, {"llm": {"id_tokens": False}, "preload": False, "joint": {"lam": 0}}, "bdlm"
+    )
+    assert not cfg.llm.id_tokens and cfg.joint.lam == 0
+
+
+@pytest.mark.slow
+def test_experiment_runs_both_sides_from_one_joint_training(tmp_path):
+    from lmrec.experiment.runner import run_experiment
+    from lmrec.utils.io import read_json
+
+    torch.set_num_threads(2)
+    joint = {"batch_size": 2, "rows_per_epoch": 4, "progress": False, "mutual_reduction": "row"}
+    bdlm = {"llm": TINY_LLM, "domain": {"from_method": "lightgcn"}}
+    config = {
+        "name": "tiny bdlm",
+        "seeds": [0],
+        "candidates": {"sampler": "popularity"},
+        "datasets": ["ml-100k"],
+        "isolate": False,
+        "methods": [
+            {
+                "name": "lightgcn",
+                "model_config": {"dim": 48, "n_layers": 1},
+                "train_config": {"epochs": 1, "progress": False, "valid_metric": "topk/HR@1"},
+            },
+            *(
+                {
+                    "name": f"bdlm-{side}",
+                    "kind": "bdlm",
+                    "model": "tiny-llama",
+                    "train_config": joint,
+                    "options": {**bdlm, "side": side},
+                }
+                for side in ("llm", "drs")
+            ),
+        ],
+        "ablation": {"methods": ["bdlm-llm", "bdlm-drs"]},
+    }
+    report = run_experiment(config, tmp_path)
+    cells = tmp_path / "cells" / "ml-100k"
+    llm, drs = (read_json(cells / f"bdlm-{s}" / "seed-0" / "metrics.json") for s in ("llm", "drs"))
+    assert all(0.0 <= llm[k] <= 1.0 and 0.0 <= drs[k] <= 1.0 for k in TABLE3)
+    assert "domain/topk/HR@1" in drs and drs["eval/users"] == 4.0
+    shared = list((cells / "_bdlm").iterdir())
+    assert len(shared) == 1  # one joint training for both rows
+    run = shared[0]
+    assert read_json(run / "metrics.json")["llm"]["topk/HR@1"] == llm["topk/HR@1"]
+    # pre-loaded from the LightGCN cell of the same seed, and M saved beside the run
+    assert read_json(run / "config.json")["bdlm"]["domain"]["run"].endswith("lightgcn/seed-0/run")
+    m = SharingModule.load(run / "sharing.safetensors")
+    assert m.users.shape == (943, 48) and m.reduction == "row"
+    assert "BDLM-drs" in report.read_text() or "bdlm-drs" in report.read_text()
+
+
+@pytest.mark.slow
+def test_llm_cell_kind_runs_llm_train(tmp_path):
+    from lmrec.experiment.runner import run_experiment
+    from lmrec.utils.io import read_json
+
+    torch.set_num_threads(2)
+    config = {
+        "name": "tiny llm",
+        "candidates": {"sampler": "popularity"},
+        "datasets": ["ml-100k"],
+        "isolate": False,
+        "paper_reference": False,
+        "methods": [
+            {
+                "name": "sft",
+                "kind": "llm",
+                "model": "tiny-llama",
+                "train_config": {"max_steps": 2, "batch_size": 2},
+                "options": {**TINY_LLM, "mode": {"mode": "lora"}},
+            }
+        ],
+    }
+    run_experiment(config, tmp_path)
+    run = tmp_path / "cells" / "ml-100k" / "sft" / "seed-0"
+    metrics = read_json(run / "metrics.json")
+    assert metrics["train/steps"] == 2 and 0.0 <= metrics["topk/HR@1"] <= 1.0
+    assert read_json(run / "run" / "config.json")["llm"]["train"]["seed"] == 0
