@@ -153,7 +153,7 @@ def gpt4sm_run(
     from lmrec.config import from_dict, to_dict
     from lmrec.llm.resolve import load_llm
     from lmrec.pipeline import prepare
-    from lmrec.train.run import _valid_fn, evaluate_model
+    from lmrec.train.run import evaluate_model, make_valid_fn
     from lmrec.train.trainer import TrainConfig, resolve_device, train
     from lmrec.utils.io import write_json
 
@@ -194,7 +194,9 @@ def gpt4sm_run(
             "candidates": to_dict(prepared.candidates),
         },
     )
-    train(model, prepared.split, cfg, out, _valid_fn(prepared.split, prepared.sets, cfg, device))
+    train(
+        model, prepared.split, cfg, out, make_valid_fn(prepared.split, prepared.sets, cfg, device)
+    )
     metrics = evaluate_model(model, prepared.split, prepared.sets, progress=cfg.progress)
     write_json(out / "metrics.json", metrics)
     return metrics

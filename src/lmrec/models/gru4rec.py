@@ -15,8 +15,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lmrec.models._checks import check_positive, check_probability
-from lmrec.models._sequence import last_items
-from lmrec.models.base import Recommender
+from lmrec.models._sequence import NextItemRecommender, last_items
 
 
 @dataclass
@@ -48,13 +47,11 @@ class GRU4RecConfig:
         check_probability(self, "dropout")
 
 
-class GRU4Rec(Recommender):
+class GRU4Rec(NextItemRecommender):
     """GRU next-item model with a full-softmax loss; ``batch_kind = "sequence"``.
 
     Item rows ``0..n_items-1`` are items; row ``n_items`` is PAD. Users are ignored.
     """
-
-    batch_kind = "sequence"
 
     def __init__(self, n_users: int, n_items: int, config: GRU4RecConfig | None = None) -> None:
         super().__init__(n_users, n_items)
@@ -96,19 +93,3 @@ class GRU4Rec(Recommender):
         h = self.encode(seq)[target]  # (M, d)
         logits = h @ self.item_emb.weight[: self.n_items].T  # (M, N)
         return F.cross_entropy(logits, pos[target])
-
-    def _user_state(self, history: Tensor | None) -> Tensor:
-        if history is None:
-            raise ValueError("GRU4Rec scores from histories: pass history (B, L), left-padded")
-        return self.encode(last_items(history, self.max_len, self.pad))[:, -1]  # (B, d)
-
-    def full_scores(self, users: Tensor, history: Tensor | None = None) -> Tensor:
-        return self._user_state(history) @ self.item_emb.weight[: self.n_items].T  # (B, N)
-
-    def score(self, users: Tensor, items: Tensor, history: Tensor | None = None) -> Tensor:
-        h = self._user_state(history).unsqueeze(1)  # (B, 1, d)
-        return (h * self.item_emb(items)).sum(-1)  # (B, C)
-
-    def user_item_embeddings(self) -> tuple[Tensor | None, Tensor]:
-        """No user table (a user is their history); the item table without the PAD row."""
-        return None, self.item_emb.weight[: self.n_items]

@@ -19,8 +19,7 @@ from torch import Tensor, nn
 
 from lmrec.errors import ConfigError
 from lmrec.models._checks import check_non_negative, check_positive, check_probability
-from lmrec.models._sequence import last_items, positions
-from lmrec.models.base import Recommender
+from lmrec.models._sequence import NextItemRecommender, last_items, positions
 
 
 @dataclass
@@ -104,14 +103,12 @@ class _Block(nn.Module):
         return x * keep  # timeline mask: padded positions stay zero
 
 
-class SASRec(Recommender):
+class SASRec(NextItemRecommender):
     """Causal self-attention over item sequences; ``batch_kind = "sequence"``.
 
     Item rows ``0..n_items-1`` are items; row ``n_items`` is PAD (kept at zero). Users are
     ignored: a user is their history.
     """
-
-    batch_kind = "sequence"
 
     def __init__(self, n_users: int, n_items: int, config: SASRecConfig | None = None) -> None:
         super().__init__(n_users, n_items)
@@ -166,19 +163,3 @@ class SASRec(Recommender):
         if self.config.l2_emb:
             loss = loss + self.config.l2_emb * self.item_emb.weight.pow(2).sum()
         return loss
-
-    def _user_state(self, history: Tensor | None) -> Tensor:
-        if history is None:
-            raise ValueError("SASRec scores from histories: pass history (B, L), left-padded")
-        return self.encode(last_items(history, self.max_len, self.pad))[:, -1]  # (B, d)
-
-    def full_scores(self, users: Tensor, history: Tensor | None = None) -> Tensor:
-        return self._user_state(history) @ self.item_emb.weight[: self.n_items].T  # (B, N)
-
-    def score(self, users: Tensor, items: Tensor, history: Tensor | None = None) -> Tensor:
-        h = self._user_state(history).unsqueeze(1)  # (B, 1, d)
-        return (h * self.item_emb(items)).sum(-1)  # (B, C)
-
-    def user_item_embeddings(self) -> tuple[Tensor | None, Tensor]:
-        """No user table (a user is their history); the item table without the PAD row."""
-        return None, self.item_emb.weight[: self.n_items]

@@ -122,8 +122,8 @@ def train_run(
     write_json(out_dir / "protocol.json", prepared.protocol())
 
     device = resolve_device(cfg.device)
-    valid_fn = _valid_fn(prepared.split, prepared.sets, cfg, device)
-    result = train(model, prepared.split, cfg, out_dir, valid_fn)
+    validate = make_valid_fn(prepared.split, prepared.sets, cfg, device)
+    result = train(model, prepared.split, cfg, out_dir, validate)
     metrics = evaluate_model(
         model, prepared.split, prepared.sets, max_len=history_len(model, cfg), progress=cfg.progress
     )
@@ -265,7 +265,7 @@ class _Scorer:
         return self.model.full_scores(u, hist).float().cpu().numpy()
 
 
-def _valid_fn(
+def make_valid_fn(
     split: Split, sets: Mapping[tuple[str, str], Any], cfg: TrainConfig, device: torch.device
 ) -> Callable[[Recommender], dict[str, float]]:
     """The validation metrics early stopping reads, chosen by ``cfg.valid_metric``'s prefix.
