@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from lmrec.errors import LmrecError
+from lmrec.errors import ConfigError, LmrecError
 
 app = typer.Typer(
     help="lmrec: recommendation with pre-trained language models.", no_args_is_help=True
@@ -143,7 +143,6 @@ def train(
 
 
 def _sections(cfg: dict) -> dict:
-    from lmrec.errors import ConfigError
 
     allowed = {"model", "train", "preprocess", "candidates"}
     unknown = sorted(set(cfg) - allowed)
@@ -205,14 +204,28 @@ def experiment(
         Path | None, typer.Option(help="Output folder (default: from the config).")
     ] = None,
     only: Annotated[
-        str | None, typer.Option(help="Comma-separated method labels to run (default all).")
+        str | None,
+        typer.Option(
+            help="Comma-separated cells to run: method names or labels, dataset labels, or "
+            "globs over cell ids like '*/sasrec/*' (default all)."
+        ),
+    ] = None,
+    seeds: Annotated[
+        str | None,
+        typer.Option(help="Comma-separated seeds replacing the config's (e.g. 0,1,2)."),
     ] = None,
 ) -> None:
     """Run a whole comparison; finished cells are skipped, an interrupted one resumes."""
     from lmrec.experiment.runner import run_experiment
 
     only_list = [m.strip() for m in only.split(",")] if only else None
-    report_dir = run_experiment(config, out, only=only_list, console=console)
+    seed_list = None
+    if seeds:
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ConfigError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
+    report_dir = run_experiment(config, out, only=only_list, seeds=seed_list, console=console)
     console.print(f"report written to {report_dir}")
 
 

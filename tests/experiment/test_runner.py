@@ -159,3 +159,21 @@ def test_isolated_cells_run_in_their_own_process(tmp_path, monkeypatch):
         assert record["peak_rss_mb"] > 0
     assert [a["status"] for a in record["attempts"]] == ["killed", "finished"]
     assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_cli_experiment_seeds_and_only_select_cells(fake, tmp_path, capsys):
+    from lmrec.cli import main
+
+    cfg = tmp_path / "grid.json"
+    cfg.write_text(json.dumps(fake.config(seeds=[0])))
+    main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--seeds", "1,2", "--only", "a"])
+    assert sorted(fake.calls) == [
+        "other/a/seed-1",
+        "other/a/seed-2",
+        "toy/a/seed-1",
+        "toy/a/seed-2",
+    ]
+    with pytest.raises(SystemExit) as exc:
+        main(["experiment", str(cfg), "--out", str(tmp_path / "out"), "--seeds", "1,x"])
+    assert exc.value.code == 2
+    assert "--seeds takes comma-separated integers" in capsys.readouterr().out
