@@ -78,3 +78,27 @@ def test_charts_are_png(finished, tmp_path):
     assert path.read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="one lambda per method"):
         plot_lambda_curve(results, tmp_path / "z.png", methods=["a"], lambdas=[])
+
+
+def test_same_users_table_pairs_a_method_with_its_domain_model():
+    from lmrec.experiment.report import same_users_markdown
+
+    def agg(v):
+        return {"mean": v, "std": None, "n": 1}
+
+    results = {
+        "datasets": [{"name": "toy", "label": "toy"}],
+        "methods": [{"name": "lgcn", "label": "LightGCN"}, {"name": "drs", "label": "BDLM-drs"}],
+        "metrics": {
+            "toy": {
+                "lgcn": {"topk/HR@1": agg(0.30)},
+                "drs": {"topk/HR@1": agg(0.20), "domain/topk/HR@1": agg(0.16)},
+            }
+        },
+    }
+    text = same_users_markdown(results)
+    assert "| BDLM-drs | **0.200** | – | – | – | – | +25.0% |" in text
+    assert "| its domain model alone (BDLM-drs's users) | 0.160 |" in text
+    assert "LightGCN" not in text  # no domain/ keys: not a pair
+    del results["metrics"]["toy"]["drs"]["domain/topk/HR@1"]
+    assert same_users_markdown(results) is None

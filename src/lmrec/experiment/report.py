@@ -255,6 +255,46 @@ def table3_rich(results: Mapping[str, Any], methods: Sequence[str] | None = None
     return Group(*tables)
 
 
+def same_users_markdown(results: Mapping[str, Any]) -> str | None:
+    """Each method that also reports its domain model alone on the users it was scored on
+    (``domain/...`` keys, e.g. BDLM-drs scored on a subset), beside that domain model.
+
+    A method scored on fewer users than the domain model's own row is compared here on the same
+    users, with the relative change of each mean; None when no method reports such keys.
+    """
+    pairs = []
+    for m in results["methods"]:
+        inner = {
+            ds: {k[len("domain/") :]: v for k, v in by.get(m["name"], {}).items()
+                 if k.startswith("domain/")}
+            for ds, by in results["metrics"].items()
+        }  # fmt: skip
+        if any(inner.values()):
+            pairs.append((m, inner))
+    if not pairs:
+        return None
+    methods, metrics = [], {ds: dict(by) for ds, by in results["metrics"].items()}
+    for m, inner in pairs:
+        alone = f"{m['name']}::domain"
+        methods += [m, {"name": alone, "label": f"its domain model alone ({m['label']}'s users)"}]
+        for ds, by in inner.items():
+            if by:
+                metrics[ds][alone] = by
+    view = {**results, "methods": methods, "metrics": metrics}
+    header, rows = grouped_rows(view, TABLE3_METRICS, [m["name"] for m in methods])
+    header.append("HR@1 change")
+    for i in range(0, len(rows), 2):
+        gains = []
+        for ds in (d["label"] for d in results["datasets"]):
+            a = metric(view, ds, methods[i]["name"], "topk/HR@1")
+            b = metric(view, ds, methods[i + 1]["name"], "topk/HR@1")
+            if a and b and b["mean"]:
+                gains.append(f"{100 * (a['mean'] / b['mean'] - 1):+.1f}%")
+        rows[i].append(", ".join(gains) or "–")
+        rows[i + 1].append("")
+    return markdown_table(header, rows)
+
+
 def full_ranking_markdown(results: Mapping[str, Any]) -> str:
     """HR@10, NDCG@10, Recall@10 over all items with seen items masked, per dataset."""
     names = [m["name"] for m in results["methods"] if _has_any(results, m["name"], FULL_METRICS)]
@@ -560,6 +600,15 @@ def write_report(cfg: ExperimentConfig, out: str | Path, *, source: str | None =
         "## More metrics (NDCG@20, MRR over the 20 candidates; interaction AUC)",
         extra_markdown(results),
     ]
+    same = same_users_markdown(results)
+    if same:
+        parts += [
+            "## On the same users",
+            "Methods scored on a subset of users (`eval_limit`) beside their domain model "
+            "scored on exactly those users (bold: the best mean of each column in this "
+            "table).",
+            same,
+        ]
     parts += figures
     if cfg.ablation and cfg.ablation.methods:
         parts += ["## Ablation", table3_markdown(results, cfg.ablation.methods)]
