@@ -140,3 +140,11 @@ def test_config_validation():
         JointConfig(train_llm=False, train_drs=False)
     with pytest.raises(ConfigError, match="joint.batch_size"):
         JointConfig(batch_size=0)
+
+
+def test_zero_epochs_trains_nothing(split, tmp_path, make_trainer):
+    trainer = make_trainer(split, out_dir=tmp_path, epochs=0)
+    before = _weights(trainer)
+    stats = trainer.fit()
+    assert stats["steps"] == 0 and stats["history"] == []
+    assert all(_equal(a, b) for a, b in zip(before, _weights(trainer), strict=True))

@@ -96,7 +96,8 @@ class JointConfig:
     lam:
         lambda of eq. 9, the weight of the mutual-learning losses; 0 is *w/o JL*.
     epochs:
-        Passes over the aligned rows.
+        Passes over the aligned rows; 0 trains nothing (tuning-free: the pre-loaded LLM and the
+        domain model are scored as they are, i.e. zero-shot prompting with pre-loaded tokens).
     batch_size:
         Aligned rows per joint step (each gives 3 SFT prompts with both tasks).
     rows_per_epoch:
@@ -149,7 +150,7 @@ class JointConfig:
 
     def __post_init__(self) -> None:
         for name, low in (
-            ("epochs", 1),
+            ("epochs", 0),
             ("batch_size", 1),
             ("rows_per_epoch", 0),
             ("save_every", 0),
