@@ -112,6 +112,10 @@ def load_llm(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     dev = resolve_device(device)
+    if dev.type == "cpu":
+        from lmrec.utils.memory import fix_malloc_threshold
+
+        fix_malloc_threshold()  # LLM activations on CPU: keep RSS near live tensors
     dt = resolve_dtype(dtype, dev)
     if spec.startswith("tiny-llama"):
         model, tok = tiny_llama(spec.partition(":")[2] or "auto", seed=seed)
