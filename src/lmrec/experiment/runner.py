@@ -186,7 +186,7 @@ def run_experiment(
 def _run(
     cfg: ExperimentConfig, out: Path, chosen: list[Cell], source: str | None, console: Console
 ) -> Path:
-    from lmrec.experiment.report import table3_rich, write_report
+    from lmrec.experiment.report import same_users_markdown, table3_rich, write_report
 
     write_json(out / EXPERIMENT_FILE, {"source": source, "config": to_dict(cfg)})
 
@@ -220,7 +220,14 @@ def _run(
             progress.advance(task)
 
     report = write_report(cfg, out, source=source)
-    console.print(table3_rich(read_json(out / "results.json")))
+    results = read_json(out / "results.json")
+    console.print(table3_rich(results))
+    same = same_users_markdown(results)
+    if same:  # rows scored on a subset of users, beside their domain model on those users
+        from rich.markdown import Markdown
+
+        console.print("On the same users (methods scored on a subset, beside their domain model):")
+        console.print(Markdown(same))
     console.print(f"report: {report}")
     if failures:
         lines = "\n".join(f"- {c.id}: {_first_line(e)}" for c, e in failures)
