@@ -116,3 +116,34 @@ def test_llm_cell_kind_runs_llm_train(tmp_path):
     metrics = read_json(run / "metrics.json")
     assert metrics["train/steps"] == 2 and 0.0 <= metrics["topk/HR@1"] <= 1.0
     assert read_json(run / "run" / "config.json")["llm"]["train"]["seed"] == 0
+
+
+@pytest.mark.slow
+def test_gpt4sm_cell_kind_runs_gpt4sm(tmp_path):
+    from lmrec.experiment.runner import run_experiment
+    from lmrec.utils.io import read_json
+
+    torch.set_num_threads(2)
+    config = {
+        "name": "tiny gpt4sm",
+        "candidates": {"sampler": "popularity"},
+        "datasets": ["ml-100k"],
+        "isolate": False,
+        "paper_reference": False,
+        "methods": [
+            {
+                "name": "gpt4sm",
+                "kind": "gpt4sm",
+                "model": "tiny-llama",
+                "model_config": {"dim": 8, "hidden": 8},
+                "train_config": {"epochs": 1, "progress": False},
+            }
+        ],
+    }
+    run_experiment(config, tmp_path)
+    cell = tmp_path / "cells" / "ml-100k" / "gpt4sm" / "seed-0"
+    metrics = read_json(cell / "metrics.json")
+    assert 0.0 <= metrics["topk/HR@1"] <= 1.0 and metrics["train/epochs"] == 1
+    saved = read_json(cell / "run" / "config.json")
+    assert saved["llm"] == "tiny-llama" and saved["train"]["seed"] == 0
+    assert (cell / "run" / "features.safetensors").is_file()

@@ -18,6 +18,9 @@ Methods whose options differ only in ``side`` share one joint training: it runs 
 pre-loads from the finished cell of method X with the same seed (e.g. the LightGCN row of the
 same table), so "LightGCN alone" and BDLM's domain side are one model.
 
+``gpt4sm``: the GPT4SM baseline (:func:`lmrec.llm.baselines.gpt4sm_run`): ``model`` is the
+frozen LLM, ``model_config`` / ``train_config`` the scorer's and the training loop's configs.
+
 ``llm``: one LLM recommender run (:func:`lmrec.llm.pipeline.llm_train`): ``model`` is the LLM,
 ``train_config`` its :class:`lmrec.llm.trainer.TrainConfig`, ``options`` the other
 :class:`~lmrec.llm.pipeline.LLMRunConfig` fields (``mode``, ``prompt``, ``id_tokens``, ...).
@@ -143,10 +146,33 @@ def run_llm_cell(cell, out_dir: Path) -> dict[str, float]:
     return llm_train(cell.dataset, None, out_dir, config)
 
 
+def run_gpt4sm_cell(cell, out_dir: Path) -> dict[str, float]:
+    """The ``gpt4sm`` kind: :func:`lmrec.llm.baselines.gpt4sm_run` with ``model`` as the frozen
+    LLM, ``model_config`` the scorer's :class:`~lmrec.llm.baselines.GPT4SMConfig` and
+    ``train_config`` the shared loop's :class:`lmrec.train.TrainConfig`."""
+    from lmrec.llm.baselines import gpt4sm_run
+
+    if cell.method.options:
+        raise ConfigError(
+            f"method {cell.method.name!r}: the gpt4sm kind takes no options, got "
+            f"{', '.join(sorted(cell.method.options))}"
+        )
+    return gpt4sm_run(
+        cell.dataset,
+        out_dir,
+        llm=cell.method.model,
+        model_config=dict(cell.method.model_config),
+        train_config=dict(cell.method.train_config),
+        preprocess=dict(cell.preprocess),
+        candidates=dict(cell.candidates),
+        data_dir=cell.data_dir,
+    )
+
+
 def register_cell_kinds() -> None:
     """Add ``bdlm`` (and ``llm``, unless another module has) to the registry of cell kinds."""
     from lmrec.experiment.cell import CELL_KINDS
 
-    for name, fn in (("bdlm", run_bdlm_cell), ("llm", run_llm_cell)):
+    for name, fn in (("bdlm", run_bdlm_cell), ("llm", run_llm_cell), ("gpt4sm", run_gpt4sm_cell)):
         if name not in CELL_KINDS:
             CELL_KINDS.add(name, fn)

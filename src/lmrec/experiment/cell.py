@@ -65,6 +65,7 @@ KIND_TARGETS: dict[str, str] = {
     "domain": "lmrec.experiment.cell:run_domain_cell",
     "llm": "lmrec.bdlm.cells:run_llm_cell",
     "bdlm": "lmrec.bdlm.cells:run_bdlm_cell",
+    "gpt4sm": "lmrec.bdlm.cells:run_gpt4sm_cell",
 }
 
 # Config keys that change how a cell runs, not what it computes: a finished cell stays valid.

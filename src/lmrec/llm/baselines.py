@@ -122,7 +122,7 @@ def user_texts(split, titles: list[str], max_history: int = 10) -> list[str]:
     out = []
     for seq in histories(split.train, split.n_users):
         names = "; ".join(titles[j] for j in seq[-max_history:]) or "nothing yet"
-        out.append(f"A user who watched: {names}. The user likes")
+        out.append(f"A user who interacted with: {names}. The user likes")
     return out
 
 
@@ -148,17 +148,23 @@ def gpt4sm_run(
     train_config: dict | None = None,
     preprocess: dict | None = None,
     candidates: dict | None = None,
+    data_dir: str | Path | None = None,
 ) -> dict:
-    """Features from the frozen LLM -> GPT4SM trained by the shared loop -> ``metrics.json``."""
+    """Features from the frozen LLM -> GPT4SM trained by the shared loop -> ``metrics.json``.
+
+    The features are saved in ``out_dir/features.safetensors`` and reused when training resumes.
+    """
     from lmrec.config import from_dict, to_dict
     from lmrec.llm.resolve import load_llm
     from lmrec.pipeline import prepare
-    from lmrec.train.run import evaluate_model, make_valid_fn
+    from lmrec.train.run import evaluate_model, make_valid_fn, train_summary
     from lmrec.train.trainer import TrainConfig, resolve_device, train
     from lmrec.utils.io import write_json
 
     out = Path(out_dir)
-    prepared = prepare(dataset_name, preprocess=preprocess, candidates=candidates)
+    prepared = prepare(
+        dataset_name, data_dir=data_dir, preprocess=preprocess, candidates=candidates
+    )
     cfg = from_dict(TrainConfig, {"valid_metric": "topk/NDCG@20", **(train_config or {})}, "train")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -174,7 +180,7 @@ def gpt4sm_run(
         lm, tok = load_llm(llm)
         titles = prepared.dataset.titles()
         uf = text_features(lm, tok, user_texts(prepared.split, titles))
-        itf = text_features(lm, tok, [f"A movie: {t}." for t in titles])
+        itf = text_features(lm, tok, [f"An item: {t}." for t in titles])
         out.mkdir(parents=True, exist_ok=True)
         save_file({"users": uf, "items": itf}, str(feats_path))
         del lm
@@ -194,9 +200,10 @@ def gpt4sm_run(
             "candidates": to_dict(prepared.candidates),
         },
     )
-    train(
+    result = train(
         model, prepared.split, cfg, out, make_valid_fn(prepared.split, prepared.sets, cfg, device)
     )
     metrics = evaluate_model(model, prepared.split, prepared.sets, progress=cfg.progress)
+    metrics.update(train_summary(result.best_epoch, result.epochs, result.best_metric))
     write_json(out / "metrics.json", metrics)
     return metrics

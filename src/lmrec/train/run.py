@@ -127,7 +127,7 @@ def train_run(
     metrics = evaluate_model(
         model, prepared.split, prepared.sets, max_len=history_len(model, cfg), progress=cfg.progress
     )
-    metrics.update(_train_summary(result.best_epoch, result.epochs, result.best_metric))
+    metrics.update(train_summary(result.best_epoch, result.epochs, result.best_metric))
     write_json(out_dir / METRICS_FILE, metrics)
     return metrics
 
@@ -181,7 +181,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None) -> 
     if folder is None:
         raise DataError(f"{run_dir}: no checkpoint folder; is this a run folder of `lmrec train`?")
     state = read_state(folder)
-    metrics.update(_train_summary(state["best_epoch"], state["epoch"], state["best_metric"]))
+    metrics.update(train_summary(state["best_epoch"], state["epoch"], state["best_metric"]))
     return metrics
 
 
@@ -384,7 +384,8 @@ def _device_of(model: Recommender) -> torch.device:
     return torch.device("cpu")
 
 
-def _train_summary(best_epoch: int | None, epochs: int, best: float | None) -> dict[str, float]:
+def train_summary(best_epoch: int | None, epochs: int, best: float | None) -> dict[str, float]:
+    """``train/best_epoch``, ``train/epochs`` and ``train/best_valid`` for ``metrics.json``."""
     out = {
         "train/best_epoch": best_epoch if best_epoch is not None else epochs,
         "train/epochs": epochs,
