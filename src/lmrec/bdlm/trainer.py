@@ -57,15 +57,13 @@ from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
 from lmrec.config import to_dict
 from lmrec.errors import ConfigError, DataError
-from lmrec.llm.modes import param_groups, trainable_state
+from lmrec.llm.modes import trainable_state
 from lmrec.llm.prompts import PromptBuilder
 from lmrec.llm.scoring import model_device
 from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example
 from lmrec.llm.tokens import IdTokens, id_token_rows
 from lmrec.llm.trainer import (
-    TrainConfig as LLMTrainConfig,
-)
-from lmrec.llm.trainer import (
+    LLMOptimizer,
     batch_loss,
     enable_checkpointing,
     latest_checkpoint,
@@ -74,6 +72,9 @@ from lmrec.llm.trainer import (
     optimizer_state,
     peak_memory_mb,
     prune_checkpoints,
+)
+from lmrec.llm.trainer import (
+    TrainConfig as LLMTrainConfig,
 )
 from lmrec.train.checkpoint import load_optimizer, load_weights, save_optimizer, save_weights
 from lmrec.utils.io import read_json, write_json
@@ -247,16 +248,10 @@ class JointTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = model_device(sides.llm)
         self.collate = SFTCollator(sides.tokenizer.pad_token_id)
-        self.llm_opt = None
+        self.llm_opt = self.llm_stepper = None
         if config.train_llm:
-            groups = param_groups(
-                sides.llm, llm_train.lr, llm_train.lr_tokens, llm_train.weight_decay
-            )
-            if not groups:
-                raise ConfigError("the LLM has no trainable parameters (mode 'none'?)")
-            self.llm_params = [p for g in groups for p in g["params"]]
-            self.llm_opt = torch.optim.AdamW(groups)
-            self.llm_base_lrs = [g["lr"] for g in self.llm_opt.param_groups]
+            self.llm_stepper = LLMOptimizer(sides.llm, llm_train)  # as train_sft's
+            self.llm_opt = self.llm_stepper.opt
             if llm_train.gradient_checkpointing:
                 enable_checkpointing(sides.llm)
         self.drs_opt = None
@@ -311,14 +306,7 @@ class JointTrainer:
             out["llm/mut"] = mut.item()
         elif shares:
             out["llm/mut"] = s.sharing.distance("llm", users, items, *self._llm_rows(users, items))
-        self.llm_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.llm_cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.llm_params, self.llm_cfg.grad_clip)
-        warm = min(1.0, (step + 1) / max(1, self.llm_cfg.warmup_steps))  # as train_sft
-        for group, lr in zip(self.llm_opt.param_groups, self.llm_base_lrs, strict=True):
-            group["lr"] = lr * warm
-        self.llm_opt.step()
+        self.llm_stepper.step(loss, step)
         if shares:
             s.sharing.write("llm", users, items, *self._llm_rows(users, items))
         return out

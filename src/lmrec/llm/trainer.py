@@ -83,6 +83,35 @@ def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return answer_loss(out.logits, labels[:, -keep:])
 
 
+class LLMOptimizer:
+    """AdamW over the trainable parameter groups of :func:`lmrec.llm.modes.param_groups` (new
+    token rows at their own rate), with gradient clipping and a linear warm-up: the LLM's step in
+    :func:`train_sft` and in BDLM's joint trainer alike."""
+
+    def __init__(self, model, config: TrainConfig) -> None:
+        groups = param_groups(model, config.lr, config.lr_tokens, config.weight_decay)
+        if not groups:
+            raise ConfigError(
+                "nothing to train: the model has no trainable parameters (mode 'none'?)"
+            )
+        self.config = config
+        self.params = [p for g in groups for p in g["params"]]
+        self.opt = torch.optim.AdamW(groups)
+        self.base_lrs = [g["lr"] for g in self.opt.param_groups]
+
+    def step(self, loss: torch.Tensor, step: int) -> None:
+        """Backpropagate ``loss`` and take optimiser step ``step`` (counted from 0)."""
+        cfg = self.config
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))  # linear warm-up, then flat
+        for g, lr in zip(self.opt.param_groups, self.base_lrs, strict=True):
+            g["lr"] = lr * warm
+        self.opt.step()
+
+
 def train_sft(
     model,
     tokenizer,
@@ -115,11 +144,8 @@ def train_sft(
     total = per_epoch * config.epochs
     if config.max_steps:
         total = min(total, config.max_steps)
-    groups = param_groups(model, config.lr, config.lr_tokens, config.weight_decay)
-    if not groups:
-        raise ConfigError("nothing to train: the model has no trainable parameters (mode 'none'?)")
-    opt = torch.optim.AdamW(groups)
-    base_lrs = [g["lr"] for g in opt.param_groups]
+    stepper = LLMOptimizer(model, config)
+    opt = stepper.opt
 
     start, losses = 0, []
     ckpt = latest_checkpoint(out_dir) if (out_dir is not None and resume) else None
@@ -144,16 +170,7 @@ def train_sft(
         batch = {n: t.to(device) for n, t in collate([rows[i] for i in idx]).items()}
         torch.manual_seed(config.seed * 1_000_003 + step)  # dropout masks: same after a resume
         loss = batch_loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(
-                [p for g in groups for p in g["params"]], config.grad_clip
-            )
-        warm = min(1.0, (step + 1) / max(1, config.warmup_steps))  # linear warm-up, then flat
-        for g, lr in zip(opt.param_groups, base_lrs, strict=True):
-            g["lr"] = lr * warm
-        opt.step()
+        stepper.step(loss, step)
         losses.append(loss.item())
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         done = step + 1
