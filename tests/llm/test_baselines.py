@@ -44,7 +44,7 @@ def test_gpt4sm_scores_candidates_and_all_items_alike_and_learns():
 
 def test_user_texts_and_text_features(tiny, split):
     texts = user_texts(split, ["Heat", "Up", "Alien", "Big", "Jaws", "Rocky", "Fargo", "Brazil"], 2)
-    assert texts[0] == "A user who watched: Up; Alien. The user likes"
+    assert texts[0] == "A user who interacted with: Up; Alien. The user likes"
     model, tok = tiny
     feats = text_features(model, tok, texts, batch_size=2)
     assert feats.shape == (3, 48) and torch.isfinite(feats).all()
