@@ -280,3 +280,16 @@ def test_export_csv_of_one_set_writes_that_file(movies, tmp_path):
     assert export_csv(cs, movies, tmp_path / "iv.csv") == [tmp_path / "iv.csv"]
     back = read_csv(tmp_path / "iv.csv", movies, "interaction", "valid")
     assert (back.items == cs.items).all() and back.items.shape == (4, 2)
+
+
+def test_head_keeps_the_first_users_and_the_meta():
+    items = np.arange(15).reshape(5, 3)
+    labels = np.zeros((5, 3), dtype=np.int8)
+    labels[:, 0] = 1
+    cands = CandidateSet("topk", "test", np.arange(10, 15), items, labels, {"seed": 3})
+    first = cands.head(2)
+    assert first.users.tolist() == [10, 11]
+    assert first.items.tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert first.labels[:, 0].tolist() == [1, 1] and first.meta == {"seed": 3}
+    assert (first.task, first.stage) == ("topk", "test")
+    assert cands.head(0) is cands and cands.head(5) is cands and len(cands.head(4)) == 4

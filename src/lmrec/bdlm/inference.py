@@ -35,20 +35,6 @@ TOPK_CUTOFFS = (1, 2, 5, 10)
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def first_rows(cands: CandidateSet, limit: int) -> CandidateSet:
-    """The first ``limit`` users of a candidate set (all of them when ``limit`` is 0)."""
-    if not limit or len(cands.users) <= limit:
-        return cands
-    return CandidateSet(
-        cands.task,
-        cands.stage,
-        cands.users[:limit],
-        cands.items[:limit],
-        cands.labels[:limit],
-        dict(cands.meta),
-    )
-
-
 def evaluate_candidates(
     scorer: Callable[[str], ScoreFn],
     sets: Mapping[tuple[str, str], CandidateSet],
@@ -72,17 +58,17 @@ def evaluate_candidates(
 
     out: dict[str, float] = {}
     if "topk" in tasks:
-        cands = first_rows(sets[("topk", "test")], limit)
+        cands = sets[("topk", "test")].head(limit)
         scores = score_candidates(scorer("test"), cands, batch_size, progress)
         topk = topk_metrics(scores, cands.labels, TOPK_CUTOFFS)
         out.update({f"topk/{k}": v for k, v in topk.items()})
         out["eval/users"] = float(len(cands.users))
     if "interaction" in tasks:
-        valid = first_rows(sets[("interaction", "valid")], limit)
+        valid = sets[("interaction", "valid")].head(limit)
         threshold = choose_threshold(
             score_candidates(scorer("valid"), valid, batch_size, progress), valid.labels
         )
-        test = first_rows(sets[("interaction", "test")], limit)
+        test = sets[("interaction", "test")].head(limit)
         scores = score_candidates(scorer("test"), test, batch_size, progress)
         inter = interaction_metrics(scores, test.labels, threshold)
         out.update({f"interaction/{k}": v for k, v in inter.items()})

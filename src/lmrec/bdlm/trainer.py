@@ -56,7 +56,7 @@ from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
 from lmrec.config import to_dict
-from lmrec.errors import ConfigError, DataError
+from lmrec.errors import ConfigError, DataError, check_ints, check_numbers
 from lmrec.llm.modes import trainable_state
 from lmrec.llm.prompts import PromptBuilder
 from lmrec.llm.scoring import model_device
@@ -151,22 +151,22 @@ class JointConfig:
     num_threads: int = 0
 
     def __post_init__(self) -> None:
-        for name, low in (
-            ("epochs", 0),
-            ("batch_size", 1),
-            ("rows_per_epoch", 0),
-            ("save_every", 0),
-            ("keep_checkpoints", 1),
-            ("feature_batch_size", 1),
-            ("num_threads", 0),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"joint.{name} must be an integer >= {low}, got {value!r}")
-        for name in ("lam", "lr_drs", "lr_head", "weight_decay_drs", "native_weight"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise ConfigError(f"joint.{name} must be a number >= 0, got {value!r}")
+        check_ints(
+            "joint",
+            self,
+            {
+                "epochs": 0,
+                "batch_size": 1,
+                "rows_per_epoch": 0,
+                "save_every": 0,
+                "keep_checkpoints": 1,
+                "feature_batch_size": 1,
+                "num_threads": 0,
+            },
+        )
+        check_numbers(
+            "joint", self, ("lam", "lr_drs", "lr_head", "weight_decay_drs", "native_weight")
+        )
         if self.lr_drs == 0 or self.lr_head == 0:
             raise ConfigError("joint.lr_drs and joint.lr_head must be > 0")
         if not 0 < self.write_rate <= 1:

@@ -268,36 +268,21 @@ def evaluate_llm(
         for stage in ("valid", "test")
     }
 
-    def subset(cands):
-        if not cfg.eval_limit or len(cands) <= cfg.eval_limit:
-            return cands
-        from lmrec.protocol.candidates import CandidateSet
-
-        n = cfg.eval_limit
-        return CandidateSet(
-            cands.task,
-            cands.stage,
-            cands.users[:n],
-            cands.items[:n],
-            cands.labels[:n],
-            dict(cands.meta),
-        )
-
     bs = cfg.eval_batch_size
     out: dict[str, float] = {}
     model.eval()
     t0 = time.perf_counter()
     if "topk" in cfg.tasks:
-        cands = subset(prepared.sets[("topk", "test")])
+        cands = prepared.sets[("topk", "test")].head(cfg.eval_limit)
         scores = score_candidates(scorers["test"].topk, cands, bs, progress)
         out.update(
             {f"topk/{k}": v for k, v in topk_metrics(scores, cands.labels, TOPK_CUTOFFS).items()}
         )
     if "interaction" in cfg.tasks:
-        valid = subset(prepared.sets[("interaction", "valid")])
+        valid = prepared.sets[("interaction", "valid")].head(cfg.eval_limit)
         v_scores = score_candidates(scorers["valid"].interaction, valid, bs, progress)
         threshold = choose_threshold(v_scores, valid.labels)
-        test = subset(prepared.sets[("interaction", "test")])
+        test = prepared.sets[("interaction", "test")].head(cfg.eval_limit)
         scores = score_candidates(scorers["test"].interaction, test, bs, progress)
         out.update(
             {
@@ -307,7 +292,7 @@ def evaluate_llm(
         )
         out["interaction/threshold"] = threshold
     out["eval/seconds"] = time.perf_counter() - t0
-    out["eval/users"] = float(len(subset(prepared.sets[("topk", "test")])))
+    out["eval/users"] = float(len(prepared.sets[("topk", "test")].head(cfg.eval_limit)))
     return out
 
 

@@ -103,6 +103,15 @@ class CandidateSet:
     def __len__(self) -> int:
         return len(self.users)
 
+    def head(self, limit: int) -> CandidateSet:
+        """The first ``limit`` users (all of them when ``limit`` is 0 or covers every user)."""
+        if not limit or len(self.users) <= limit:
+            return self
+        n = int(limit)
+        return CandidateSet(
+            self.task, self.stage, self.users[:n], self.items[:n], self.labels[:n], dict(self.meta)
+        )
+
     def compute_hash(self) -> str:
         """sha256 of the arrays (as little-endian int64/int8) and the meta, minus the hash."""
         h = hashlib.sha256()

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lmrec.config import to_dict
-from lmrec.errors import ConfigError, DataError
+from lmrec.errors import ConfigError, DataError, check_ints
 from lmrec.models.base import Recommender
 from lmrec.protocol.split import Split
 from lmrec.train.batches import BatchBuilder
@@ -99,17 +99,18 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        for name, low in (
-            ("epochs", 0),
-            ("batch_size", 1),
-            ("patience", 0),
-            ("eval_every", 1),
-            ("n_neg", 1),
-            ("num_threads", 0),
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"train.{name} must be an integer >= {low}, got {value!r}")
+        check_ints(
+            "train",
+            self,
+            {
+                "epochs": 0,
+                "batch_size": 1,
+                "patience": 0,
+                "eval_every": 1,
+                "n_neg": 1,
+                "num_threads": 0,
+            },
+        )
         if self.max_len is not None and (
             isinstance(self.max_len, bool) or not isinstance(self.max_len, int) or self.max_len < 1
         ):
