@@ -64,3 +64,26 @@ def test_gpt4sm_run_end_to_end_with_the_tiny_llama(tmp_path):
     )
     assert 0.0 <= metrics["topk/HR@1"] <= 1.0 and 0.0 <= metrics["interaction/AUC"] <= 1.0
     assert (tmp_path / "gpt4sm" / "features.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_gpt4sm_features_are_cached_across_runs(tmp_path, monkeypatch):
+    from lmrec.llm import baselines
+    from lmrec.pipeline import prepare
+
+    monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path / "cache"))
+    prepared = prepare("ml-100k", candidates={"sampler": "popularity"})
+    calls = []
+    real = baselines.text_features
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(baselines, "text_features", counting)
+    uf, itf = baselines.gpt4sm_features("tiny-llama:word", prepared)
+    assert calls == [943, 1682] and uf.shape[0] == 943 and itf.shape[0] == 1682
+    again_u, again_i = baselines.gpt4sm_features("tiny-llama:word", prepared)
+    assert calls == [943, 1682]  # served from the cache, no forward pass
+    assert torch.equal(again_u, uf) and torch.equal(again_i, itf)
+    assert len(list((tmp_path / "cache" / "gpt4sm").glob("*.safetensors"))) == 1

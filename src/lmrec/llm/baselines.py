@@ -13,11 +13,14 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from lmrec.errors import ConfigError
@@ -140,6 +143,38 @@ def text_features(model, tokenizer, texts: list[str], batch_size: int = 32) -> T
     return torch.cat(feats)
 
 
+def gpt4sm_features(llm: str, prepared) -> tuple[Tensor, Tensor]:
+    """The frozen LLM's (user, item) text features, cached by LLM name and the texts' hash.
+
+    The LLM is frozen and the texts depend only on the data and the split, so seeds and reruns
+    share one copy under ``cache_dir("gpt4sm")``.
+    """
+    from lmrec.llm.resolve import load_llm
+    from lmrec.utils.paths import cache_dir
+
+    titles = prepared.dataset.titles()
+    users = user_texts(prepared.split, titles)
+    items = [f"An item: {t}." for t in titles]
+    lm, tok = load_llm(llm)
+    # the key names the weights actually loaded (a name alone can resolve to other weights or
+    # another tokenizer), the tokenizer and every text
+    checksum = float(lm.get_input_embeddings().weight.double().sum())
+    ident = [llm, lm.config.to_json_string(), len(tok), checksum]
+    digest = hashlib.sha256(json.dumps([ident, users, items]).encode()).hexdigest()[:16]
+    path = cache_dir("gpt4sm") / f"{digest}.safetensors"
+    if path.is_file():
+        saved = load_file(str(path))
+        return saved["users"], saved["items"]
+    uf = text_features(lm, tok, users)
+    itf = text_features(lm, tok, items)
+    del lm
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    save_file({"users": uf, "items": itf}, str(tmp))
+    tmp.replace(path)
+    return uf, itf
+
+
 def gpt4sm_run(
     dataset_name: str,
     out_dir: str | Path,
@@ -155,7 +190,6 @@ def gpt4sm_run(
     The features are saved in ``out_dir/features.safetensors`` and reused when training resumes.
     """
     from lmrec.config import from_dict, to_dict
-    from lmrec.llm.resolve import load_llm
     from lmrec.pipeline import prepare
     from lmrec.train.run import evaluate_model, make_valid_fn, train_summary
     from lmrec.train.trainer import TrainConfig, resolve_device, train
@@ -170,20 +204,12 @@ def gpt4sm_run(
         torch.set_num_threads(cfg.num_threads)
     feats_path = out / "features.safetensors"
     if feats_path.is_file():
-        from safetensors.torch import load_file
-
         saved = load_file(str(feats_path))
         uf, itf = saved["users"], saved["items"]
     else:
-        from safetensors.torch import save_file
-
-        lm, tok = load_llm(llm)
-        titles = prepared.dataset.titles()
-        uf = text_features(lm, tok, user_texts(prepared.split, titles))
-        itf = text_features(lm, tok, [f"An item: {t}." for t in titles])
+        uf, itf = gpt4sm_features(llm, prepared)
         out.mkdir(parents=True, exist_ok=True)
         save_file({"users": uf, "items": itf}, str(feats_path))
-        del lm
     torch.manual_seed(cfg.seed)
     model = GPT4SM(uf, itf, from_dict(GPT4SMConfig, model_config, "gpt4sm"))
     device = resolve_device(cfg.device)
