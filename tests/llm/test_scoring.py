@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 import torch
 
+from lmrec.llm import scoring
 from lmrec.llm.features import prompt_features
 from lmrec.llm.scoring import (
     generate_constrained,
@@ -58,6 +60,21 @@ def test_batched_continuations_equal_one_at_a_time(tiny):
     mean = score_continuations(model, tok, PROMPTS[:1], conts[:1], normalize=True)
     n_tok = len(tok(" No the", add_special_tokens=False)["input_ids"])
     assert torch.allclose(mean[0, 1], fast[0, 1] / n_tok, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 8, 64])
+def test_prompt_cache_scoring_equals_full_rows(tiny, batch_size):
+    # prompts of different lengths share a chunk (left padding in the cache) once batch_size
+    # holds several prompts' continuations; continuations of 1 to 3 tokens are right padded
+    model, tok = tiny
+    conts = [[" Yes", " No the", " a"], [" the one", " User", " Yes"], [" a b c", " b", " c"]]
+    args = (model, tok, PROMPTS, conts, batch_size)
+    for normalize in (False, True):
+        cached = scoring._score_continuations_cached(*args, normalize)
+        full = scoring._score_continuations_full(*args, normalize)
+        assert cached.shape == (3, 3)
+        assert torch.allclose(cached, full, atol=1e-4)
+        assert torch.equal(score_continuations(*args, normalize=normalize), cached)
 
 
 def test_yes_no_is_the_log_odds_of_the_first_answer_token(tiny):

@@ -127,12 +127,29 @@ def score_continuations(
     ``normalize=True`` divides by the continuation's token count (mean log-likelihood).
     """
     n_c = len(continuations[0]) if continuations else 0
+    if any(len(conts) != n_c for conts in continuations):
+        raise ValueError("every prompt needs the same number of continuations")
+    if n_c and not is_prompt_learning(model):
+        return _score_continuations_cached(
+            model, tokenizer, prompts, continuations, batch_size, normalize
+        )
+    return _score_continuations_full(
+        model, tokenizer, prompts, continuations, batch_size, normalize
+    )
+
+
+def _score_continuations_full(
+    model, tokenizer, prompts, continuations, batch_size: int, normalize: bool
+) -> Tensor:
+    """:func:`score_continuations` with every (prompt, continuation) pair as one full row.
+
+    For soft-prompt models, whose virtual tokens do not go through a key/value cache.
+    """
+    n_c = len(continuations[0]) if continuations else 0
     device = model_device(model)
     p_ids = tokenizer(list(prompts))["input_ids"]
     rows, lens = [], []
     for b, conts in enumerate(continuations):
-        if len(conts) != n_c:
-            raise ValueError("every prompt needs the same number of continuations")
         for text in conts:
             c = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
             rows.append(p_ids[b] + c)
@@ -157,6 +174,64 @@ def score_continuations(
         total = (tok_lp * in_cont).sum(1).cpu()
         scores[s : s + len(chunk)] = total / torch.tensor(clen) if normalize else total
     return scores.view(len(continuations), n_c)
+
+
+def _continuation_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    return [
+        tokenizer(t, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+        for t in texts
+    ]
+
+
+def _score_continuations_cached(
+    model, tokenizer, prompts, continuations, batch_size: int, normalize: bool
+) -> Tensor:
+    """:func:`score_continuations` reading each prompt once.
+
+    The prompts of a chunk run once (left padded) and keep their key/value cache; the cache is
+    repeated for each prompt's C continuations, which then run right padded after it. A user's
+    20 candidate titles thus cost one prompt plus 20 short titles instead of 20 full prompts.
+    """
+    from transformers import DynamicCache
+
+    device = model_device(model)
+    n_c = len(continuations[0])
+    per_chunk = max(1, batch_size // n_c)
+    out = []
+    for s in range(0, len(prompts), per_chunk):
+        batch = encode(tokenizer, prompts[s : s + per_chunk], device)
+        p_mask = batch["attention_mask"]
+        cache = DynamicCache()
+        first = forward(model, **batch, past_key_values=cache, use_cache=True).logits[:, -1]
+        first_lp = torch.log_softmax(first.float(), -1).repeat_interleave(n_c, 0)  # (b*C, V)
+        cache.batch_repeat_interleave(n_c)
+        conts = [
+            c for row in continuations[s : s + per_chunk] for c in _continuation_ids(tokenizer, row)
+        ]
+        lens = torch.tensor([len(c) for c in conts])
+        width = int(lens.max())
+        ids = torch.full((len(conts), width), tokenizer.pad_token_id, dtype=torch.long)
+        for r, c in enumerate(conts):
+            ids[r, : len(c)] = torch.tensor(c)
+        c_mask = (torch.arange(width).unsqueeze(0) < lens.unsqueeze(1)).long()
+        ids, c_mask = ids.to(device), c_mask.to(device)
+        mask = torch.cat([p_mask.repeat_interleave(n_c, 0), c_mask], 1)
+        start = p_mask.long().sum(1).repeat_interleave(n_c, 0).unsqueeze(1)  # prompt lengths
+        positions = start + torch.arange(width, device=device).unsqueeze(0)
+        tok_lp = torch.gather(first_lp, 1, ids[:, :1])  # the first continuation token
+        if width > 1:
+            logits = model(
+                input_ids=ids[:, :-1],
+                attention_mask=mask[:, :-1],
+                position_ids=positions[:, :-1],
+                past_key_values=cache,
+                use_cache=True,
+            ).logits.float()
+            rest = torch.gather(torch.log_softmax(logits, -1), 2, ids[:, 1:].unsqueeze(-1))
+            tok_lp = torch.cat([tok_lp, rest.squeeze(-1)], 1)
+        total = (tok_lp * c_mask).sum(1).cpu()
+        out.append(total / lens if normalize else total)
+    return torch.cat(out).view(len(continuations), n_c)
 
 
 # ---------------------------------------------------------------- constrained generation
