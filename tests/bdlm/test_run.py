@@ -1,5 +1,7 @@
 """run_bdlm and the bdlm / llm experiment cell kinds (end to end with the tiny Llama)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -89,30 +91,37 @@ def test_experiment_runs_both_sides_from_one_joint_training(tmp_path):
     assert "BDLM-drs" in report.read_text() or "bdlm-drs" in report.read_text()
 
 
-@pytest.mark.slow
-def test_llm_cell_kind_runs_llm_train(tmp_path):
+def _run_one_method(tmp_path, method: dict) -> Path:
+    """Run a one-method, one-seed ML-100K experiment in-process; return the cell's folder."""
     from lmrec.experiment.runner import run_experiment
-    from lmrec.utils.io import read_json
 
     torch.set_num_threads(2)
     config = {
-        "name": "tiny llm",
+        "name": f"tiny {method['name']}",
         "candidates": {"sampler": "popularity"},
         "datasets": ["ml-100k"],
         "isolate": False,
         "paper_reference": False,
-        "methods": [
-            {
-                "name": "sft",
-                "kind": "llm",
-                "model": "tiny-llama",
-                "train_config": {"max_steps": 2, "batch_size": 2},
-                "options": {**TINY_LLM, "mode": {"mode": "lora"}},
-            }
-        ],
+        "methods": [method],
     }
     run_experiment(config, tmp_path)
-    run = tmp_path / "cells" / "ml-100k" / "sft" / "seed-0"
+    return tmp_path / "cells" / "ml-100k" / method["name"] / "seed-0"
+
+
+@pytest.mark.slow
+def test_llm_cell_kind_runs_llm_train(tmp_path):
+    from lmrec.utils.io import read_json
+
+    run = _run_one_method(
+        tmp_path,
+        {
+            "name": "sft",
+            "kind": "llm",
+            "model": "tiny-llama",
+            "train_config": {"max_steps": 2, "batch_size": 2},
+            "options": {**TINY_LLM, "mode": {"mode": "lora"}},
+        },
+    )
     metrics = read_json(run / "metrics.json")
     assert metrics["train/steps"] == 2 and 0.0 <= metrics["topk/HR@1"] <= 1.0
     assert read_json(run / "run" / "config.json")["llm"]["train"]["seed"] == 0
@@ -120,28 +129,18 @@ def test_llm_cell_kind_runs_llm_train(tmp_path):
 
 @pytest.mark.slow
 def test_gpt4sm_cell_kind_runs_gpt4sm(tmp_path):
-    from lmrec.experiment.runner import run_experiment
     from lmrec.utils.io import read_json
 
-    torch.set_num_threads(2)
-    config = {
-        "name": "tiny gpt4sm",
-        "candidates": {"sampler": "popularity"},
-        "datasets": ["ml-100k"],
-        "isolate": False,
-        "paper_reference": False,
-        "methods": [
-            {
-                "name": "gpt4sm",
-                "kind": "gpt4sm",
-                "model": "tiny-llama",
-                "model_config": {"dim": 8, "hidden": 8},
-                "train_config": {"epochs": 1, "progress": False},
-            }
-        ],
-    }
-    run_experiment(config, tmp_path)
-    cell = tmp_path / "cells" / "ml-100k" / "gpt4sm" / "seed-0"
+    cell = _run_one_method(
+        tmp_path,
+        {
+            "name": "gpt4sm",
+            "kind": "gpt4sm",
+            "model": "tiny-llama",
+            "model_config": {"dim": 8, "hidden": 8},
+            "train_config": {"epochs": 1, "progress": False},
+        },
+    )
     metrics = read_json(cell / "metrics.json")
     assert 0.0 <= metrics["topk/HR@1"] <= 1.0 and metrics["train/epochs"] == 1
     saved = read_json(cell / "run" / "config.json")
