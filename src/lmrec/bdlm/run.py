@@ -14,6 +14,8 @@
 5. M <- (P_U, Q_I) with the LLM side's factor ``s`` (:mod:`lmrec.bdlm.sharing`), the cascade
    (:mod:`lmrec.bdlm.cascade`), the training mode (:func:`lmrec.llm.modes.apply_mode`).
 6. :class:`lmrec.bdlm.trainer.JointTrainer` (resumes from ``<out_dir>/checkpoints``).
+   With ``cascade_refit.rows: valid`` the cascade head is then refit on the validation
+   interactions with the LLM frozen (:mod:`lmrec.bdlm.refit`, which says why).
 7. BDLM-llm and BDLM-drs on the saved candidate sets, and the domain model alone on the same
    users (:mod:`lmrec.bdlm.inference`).
 
@@ -40,6 +42,7 @@ from lmrec.bdlm.aligned import AlignedBatches
 from lmrec.bdlm.cascade import Cascade, CascadeConfig
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.inference import evaluate_cascade, evaluate_domain
+from lmrec.bdlm.refit import RefitConfig, refit_on_valid
 from lmrec.bdlm.sharing import SharingModule
 from lmrec.bdlm.trainer import JointConfig, JointSides, JointTrainer
 from lmrec.config import from_dict, to_dict
@@ -106,6 +109,9 @@ class BDLMConfig:
         The joint trainer (:class:`lmrec.bdlm.trainer.JointConfig`), with lambda as ``lam``.
     cascade:
         The domain side's head (:class:`lmrec.bdlm.cascade.CascadeConfig`).
+    cascade_refit:
+        Refit that head on held-out interactions after joint training
+        (:class:`lmrec.bdlm.refit.RefitConfig`; off by default).
     preload:
         Pre-load the user/item tokens from the domain model (false: *w/o PE*).
     share_prefix:
@@ -120,6 +126,7 @@ class BDLMConfig:
     domain: DomainSpec = field(default_factory=DomainSpec)
     joint: JointConfig = field(default_factory=JointConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
+    cascade_refit: RefitConfig = field(default_factory=RefitConfig)
     preload: bool = True
     share_prefix: bool = True
     evaluate: list[str] = field(default_factory=lambda: list(SIDES))
@@ -133,9 +140,17 @@ class BDLMConfig:
             ("domain", DomainSpec),
             ("joint", JointConfig),
             ("cascade", CascadeConfig),
+            ("cascade_refit", RefitConfig),
         ):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, from_dict(cls, getattr(self, name), f"bdlm.{name}"))
+        if self.cascade_refit.rows != "none" and (
+            self.cascade.hidden or not self.cascade.use_llm_feature
+        ):
+            raise ConfigError(
+                "bdlm.cascade_refit refits the paper's linear head over [f_DRS ; h_LLM]: it needs "
+                "cascade.hidden 0 and cascade.use_llm_feature true"
+            )
         bad = [s for s in self.evaluate if s not in SIDES]
         if bad:
             raise ConfigError(f"bdlm.evaluate must be a subset of {SIDES}, got {bad}")
@@ -254,6 +269,18 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     )
     trainer = JointTrainer(sides, batches, cfg.joint, cfg.llm.train, cfg.llm.examples, out)
     stats = trainer.fit()
+    if cfg.cascade_refit.rows == "valid" and "drs" in cfg.evaluate:
+        stats["cascade_refit"] = refit_on_valid(
+            cascade,
+            llm,
+            tok,
+            builder,
+            prepared,
+            cache,
+            cfg.cascade_refit,
+            batch_size=cfg.llm.eval_batch_size,
+            progress=cfg.joint.progress,
+        )
     write_json(out / "train.json", stats)
     if sharing is not None:
         sharing.save(out / "sharing.safetensors")
@@ -293,6 +320,10 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     for key, value in (stats["history"][-1] if stats["history"] else {}).items():
         if key != "epoch":
             metrics["train"][f"last_epoch/{key}"] = float(value)
+    refit = stats.get("cascade_refit")
+    if refit:
+        for key in ("l2", "bce_before", "bce_after", "domain_scale", "llm_weight_norm"):
+            metrics["train"][f"refit/{key}"] = float(refit[key])
     write_json(out / METRICS_FILE, metrics)
     return metrics
 
@@ -351,6 +382,8 @@ def _comparable(run_config: dict) -> dict:
         sec.pop(key, None)
         out["bdlm"][section] = sec
     out["bdlm"].pop("data_dir", None)
+    if out["bdlm"].get("cascade_refit") == to_dict(RefitConfig()):
+        out["bdlm"].pop("cascade_refit")  # runs written before the option existed
     return out
 
 

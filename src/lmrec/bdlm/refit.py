@@ -1,0 +1,208 @@
+"""Refit the cascade head on held-out interactions, with the trained LLM frozen (BDLM-drs).
+
+Why this stage exists. BDLM pre-trains the domain model (its tables pre-load the LLM's tokens)
+and then trains the cascade (eq. 6) on the same train interactions. On those rows ``f_DRS``
+already separates the positive from the negative almost always (LightGCN ranks 98% of
+(positive, negative) train pairs right on ML-100K), so the loss has nothing left for h_LLM to
+explain and the head's weights on it stay near zero: BDLM-drs then ranks as the domain model
+does. On interactions the domain model has *not* been trained on (the validation item of every
+user: 81% of pairs right) the LLM feature does carry signal the domain model lacks.
+
+So after joint training, with the LLM fixed (h_LLM computed once per prompt through
+:class:`~lmrec.bdlm.features.FeatureCache`), the head is refit on the validation interaction
+set (each user's validation item and its sampled negative, the interaction prompt built on the
+history before it) by the cascade's own loss, binary cross-entropy (eq. 6), in the form
+
+    logit = a * (head_f . f_DRS + b) + w_h . LN(h_LLM) + c
+
+``a`` rescales the domain model's logit (LightGCN's dot products are over-confident on its own
+train items), ``w_h`` and ``c`` are refit with an L2 penalty on ``w_h``. The penalty is chosen
+from ``l2`` on a held-out fraction of the rows (the lowest held-out loss), then the head is fit
+again on all rows with it, and written back into the one linear layer of eq. 5: the cascade
+keeps the paper's form and is saved, loaded and scored as before.
+
+This is stacking on the validation set: the test items are never read. The interaction
+threshold of BDLM-drs is then chosen on the same validation rows the head was fit on, which
+favours that threshold a little; top-K metrics are not affected.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from lmrec.bdlm.cascade import Cascade, domain_features
+from lmrec.bdlm.features import FeatureCache
+from lmrec.errors import ConfigError, check_ints, check_numbers
+from lmrec.llm.prompts import PromptBuilder, histories
+
+
+@dataclass
+class RefitConfig:
+    """The head refit of BDLM-drs.
+
+    Attributes
+    ----------
+    rows:
+        ``"none"`` keeps the head of the joint training; ``"valid"`` refits it on the
+        validation interaction set (module docstring).
+    l2:
+        Candidate penalties on the LLM-feature weights, chosen on the held-out fraction.
+    holdout:
+        Fraction of the rows held out to choose the penalty.
+    steps, lr:
+        Full-batch Adam steps and learning rate of each fit.
+    seed:
+        Seeds the held-out draw.
+    """
+
+    rows: str = "none"
+    l2: list[float] = field(default_factory=lambda: [1e-4, 1e-3, 1e-2, 1e-1])
+    holdout: float = 0.25
+    steps: int = 300
+    lr: float = 1e-2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rows not in ("none", "valid"):
+            raise ConfigError(f"cascade_refit.rows must be 'none' or 'valid', got {self.rows!r}")
+        check_ints("cascade_refit", self, {"steps": 1, "seed": 0})
+        check_numbers("cascade_refit", self, ("lr",))
+        if not self.l2 or any(
+            isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in self.l2
+        ):
+            raise ConfigError(
+                f"cascade_refit.l2 must be a non-empty list of numbers >= 0, got {self.l2!r}"
+            )
+        if not 0 < self.holdout < 1:
+            raise ConfigError(f"cascade_refit.holdout must be in (0, 1), got {self.holdout!r}")
+
+
+def head_parts(
+    cascade: Cascade, users: Tensor, items: Tensor, h: Tensor, tables=None
+) -> tuple[Tensor, Tensor]:
+    """(the head's logit from ``f_DRS`` alone, including the bias; the normalised h_LLM)."""
+    if cascade.config.hidden or not cascade.h_dim:
+        raise ConfigError(
+            "cascade_refit needs the paper's linear head over [f_DRS ; h_LLM] "
+            "(cascade.hidden 0, cascade.use_llm_feature true)"
+        )
+    f = domain_features(cascade.domain, users, items, tables)
+    w = cascade.head.weight[0]
+    f_logit = f @ w[: cascade.f_dim] + cascade.head.bias[0]
+    h = h.to(f)
+    if cascade.config.feature_norm:
+        h = F.layer_norm(h, (h.shape[-1],))
+    return f_logit, h.expand(*f.shape[:-1], h.shape[-1])
+
+
+def _fit(f_logit: Tensor, h: Tensor, labels: Tensor, w0: Tensor, l2: float, cfg: RefitConfig):
+    a = torch.ones((), requires_grad=True)
+    c = torch.zeros((), requires_grad=True)
+    w = w0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([a, c, w], lr=cfg.lr)
+    for _ in range(cfg.steps):
+        logit = a * f_logit + h @ w + c
+        loss = F.binary_cross_entropy_with_logits(logit, labels) + l2 * (w**2).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return a.detach(), c.detach(), w.detach()
+
+
+def _bce(params, f_logit: Tensor, h: Tensor, labels: Tensor) -> float:
+    a, c, w = params
+    return float(F.binary_cross_entropy_with_logits(a * f_logit + h @ w + c, labels))
+
+
+def fit_head(
+    cascade: Cascade, f_logit: Tensor, h: Tensor, labels: Tensor, cfg: RefitConfig
+) -> dict:
+    """Refit the head from precomputed parts (:func:`head_parts`) of (n, C) rows; in place.
+
+    Returns the chosen penalty, the held-out loss of every candidate, and the loss on all rows
+    before and after.
+    """
+    f_logit, h, labels = f_logit.detach().float(), h.detach().float(), labels.float()
+    n = len(labels)
+    if n < 2:
+        raise ConfigError(f"cascade_refit needs at least 2 rows, got {n}")
+    w0 = cascade.head.weight.detach()[0, cascade.f_dim :].float()
+    before = _bce((torch.ones(()), torch.zeros(()), w0), f_logit, h, labels)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+    n_out = max(1, int(round(n * cfg.holdout)))
+    out, fit = perm[:n_out], perm[n_out:]
+    held = {}
+    for l2 in cfg.l2:
+        params = _fit(f_logit[fit], h[fit], labels[fit], w0, float(l2), cfg)
+        held[float(l2)] = _bce(params, f_logit[out], h[out], labels[out])
+    best = min(held, key=held.get)
+    a, c, w = _fit(f_logit, h, labels, w0, best, cfg)
+    with torch.no_grad():
+        weight = cascade.head.weight
+        weight[0, : cascade.f_dim] *= a.to(weight)
+        weight[0, cascade.f_dim :] = w.to(weight)
+        cascade.head.bias.mul_(a.to(weight)).add_(c.to(weight))
+    return {
+        "rows": n,
+        "l2": best,
+        "holdout_bce": held,
+        "bce_before": before,
+        "bce_after": _bce((a, c, w), f_logit, h, labels),
+        "domain_scale": float(a),
+        "llm_weight_norm": float(w.norm()),
+    }
+
+
+@torch.no_grad()
+def _valid_parts(cascade, llm, tokenizer, builder, prepared, cache, batch_size, progress):
+    sets = prepared.sets[("interaction", "valid")]
+    hist = histories(prepared.split.history_before("valid"), prepared.split.n_users)
+    device = next(cascade.parameters()).device
+    tables = cascade.tables()
+    f_parts, h_parts = [], []
+    for lo in tqdm(
+        range(0, len(sets.users), batch_size), desc="cascade refit features", disable=not progress
+    ):
+        users, items = sets.users[lo : lo + batch_size], sets.items[lo : lo + batch_size]
+        prompts = [
+            builder.prompt("interaction", int(u), hist[int(u)], target=int(j)).text
+            for u, row in zip(users, items, strict=True)
+            for j in row
+        ]
+        h = cache.features(llm, tokenizer, prompts).view(*items.shape, -1).to(device)
+        u = torch.as_tensor(users, dtype=torch.long, device=device).unsqueeze(1)
+        it = torch.as_tensor(np.asarray(items), dtype=torch.long, device=device)
+        f_logit, h_n = head_parts(cascade, u, it, h, tables)
+        f_parts.append(f_logit.cpu())
+        h_parts.append(h_n.cpu())
+    return torch.cat(f_parts), torch.cat(h_parts), torch.as_tensor(sets.labels).float()
+
+
+def refit_on_valid(
+    cascade: Cascade,
+    llm,
+    tokenizer,
+    builder: PromptBuilder,
+    prepared,
+    cache: FeatureCache,
+    cfg: RefitConfig,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Refit ``cascade``'s head on the validation interaction set (module docstring)."""
+    cascade.eval()
+    llm.eval()
+    f_logit, h, labels = _valid_parts(
+        cascade, llm, tokenizer, builder, prepared, cache, batch_size, progress
+    )
+    return fit_head(cascade, f_logit, h, labels, cfg)
+
+
+__all__ = ["RefitConfig", "fit_head", "head_parts", "refit_on_valid"]
