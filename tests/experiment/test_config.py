@@ -49,6 +49,14 @@ def test_unknown_key_names_the_dotted_path(tmp_path):
         ({"ablation": {"methods": ["mf", "nope"]}}, "ablation.methods: nope not among"),
         ({"lambda_sweep": {"methods": ["mf"], "lambdas": [0, 1]}}, "1 methods but 2 lambdas"),
         (
+            {"lambda_sweep": {"methods": ["mf"], "lambdas": [0], "series": {"x": ["mf", "mf"]}}},
+            r"\(x\): 2 methods but 1 lambdas",
+        ),
+        (
+            {"lambda_sweep": {"methods": ["mf"], "lambdas": [0], "series": {"x": ["nope"]}}},
+            "lambda_sweep.methods: nope not among",
+        ),
+        (
             {"methods": [{"name": "mf", "per_dataset": {"ml-1m": {"train_config": {}}}}]},
             r"per_dataset: ml-1m not among the dataset labels \(ml-100k\)",
         ),

@@ -24,7 +24,12 @@ def test_mean_std_by_hand():
 def finished(fake, tmp_path):
     cfg = fake.config(
         ablation={"methods": ["b", "a"]},
-        lambda_sweep={"methods": ["a", "b"], "lambdas": [0, 0.1]},
+        lambda_sweep={
+            "methods": ["a", "b"],
+            "lambdas": [0, 0.1],
+            "label": "first",
+            "series": {"second": ["b", "a"]},
+        },
     )
     report = run_experiment(cfg, tmp_path)
     return tmp_path, report.read_text()
@@ -58,6 +63,8 @@ def test_report_has_the_table3_layout(finished):
     assert "| LightGCN | 0.300 ± 0.100 | 0.400 ± 0.100 | 0.700 ± 0.000 | 0.510 ± 0.010 |" in text
     assert "| b | **0.600 ± 0.100** |" in text
     assert "| lambda | method | toy HR@1 |" in text and "| 0.1 | b | **0.600 ± 0.100** |" in text
+    # the second series' rows follow, over the same lambdas: lambda 0 is method b there
+    assert "| 0 | b | **0.600 ± 0.100** |" in text
     assert "| method | toy HR@10 | toy NDCG@10 | toy Recall@10 |" in text
     assert "| dataset | users | items | interactions | sparsity |" in text
     # The paper's LightGCN row beside ours (no ml-1m here, so ours is empty).
@@ -78,6 +85,10 @@ def test_charts_are_png(finished, tmp_path):
     assert path.read_bytes()[:8] == PNG
     with pytest.raises(ValueError, match="one lambda per method"):
         plot_lambda_curve(results, tmp_path / "z.png", methods=["a"], lambdas=[])
+    with pytest.raises(ValueError, match="series 'x' needs one method per lambda"):
+        plot_lambda_curve(
+            results, tmp_path / "w.png", methods=["a", "b"], lambdas=[0, 1], series={"x": ["a"]}
+        )
 
 
 def test_same_users_table_pairs_a_method_with_its_domain_model():

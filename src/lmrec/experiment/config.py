@@ -164,18 +164,24 @@ class LambdaSweepSpec:
     """Methods that differ only in BDLM's lambda, for the lambda curve (one line per dataset).
 
     ``methods[i]`` was trained with ``lambdas[i]``; lambda 0 is drawn on the symlog axis.
+    ``series`` adds more lines over the same lambdas, each a name -> one method per lambda
+    (e.g. BDLM-llm beside BDLM-drs); ``label`` names the line of ``methods`` when there are more.
     """
 
     methods: list[str] = field(default_factory=list)
     lambdas: list[float] = field(default_factory=list)
     metric: str = "topk/HR@1"
+    label: str = ""
+    series: dict[str, list[str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if len(self.methods) != len(self.lambdas):
-            raise ConfigError(
-                f"lambda_sweep: {len(self.methods)} methods but {len(self.lambdas)} lambdas; "
-                "give one lambda per method"
-            )
+        for name, methods in {"methods": self.methods, **self.series}.items():
+            if not isinstance(methods, list) or len(methods) != len(self.lambdas):
+                n = len(methods) if isinstance(methods, list) else methods
+                raise ConfigError(
+                    f"lambda_sweep ({name}): {n} methods but {len(self.lambdas)} lambdas; "
+                    "give one lambda per method"
+                )
         for lam in self.lambdas:
             if isinstance(lam, bool) or not isinstance(lam, int | float) or lam < 0:
                 raise ConfigError(f"lambda_sweep.lambdas must be numbers >= 0, got {lam!r}")
@@ -267,7 +273,10 @@ class ExperimentConfig:
         known = {m.name for m in self.methods}
         for section in ("ablation", "lambda_sweep"):
             spec = getattr(self, section)
-            missing = [m for m in (spec.methods if spec else []) if m not in known]
+            named = list(spec.methods) if spec else []
+            for extra in getattr(spec, "series", {}).values():
+                named += extra
+            missing = [m for m in named if m not in known]
             if missing:
                 raise ConfigError(
                     f"experiment.{section}.methods: {', '.join(missing)} not among the methods "

@@ -499,8 +499,9 @@ def plot_lambda_curve(
     methods: Sequence[str] | None = None,
     lambdas: Sequence[float] | None = None,
     metric_name: str | None = None,
+    series: Mapping[str, Sequence[str]] | None = None,
 ) -> Path:
-    """``metric`` over lambda, one line per dataset (default: ``results["lambda_sweep"]``).
+    """``metric`` over lambda, one line per dataset and series (default: the results' spec).
 
     The x axis is logarithmic; lambda = 0 sits on its linear part (symlog, linear below the
     smallest positive lambda), so the sweep {0, 1e-3, ..., 10} is drawn as one curve.
@@ -511,22 +512,30 @@ def plot_lambda_curve(
     if not methods or len(methods) != len(lambdas):
         raise ValueError("plot_lambda_curve: give one lambda per method (none in the results)")
     metric_name = metric_name or spec.get("metric") or "topk/HR@1"
+    lines = {spec.get("label") or "": methods}
+    if series is None:
+        series = spec.get("series") or {}
+    for name, more in series.items():
+        if len(more) != len(lambdas):
+            raise ValueError(f"plot_lambda_curve: series {name!r} needs one method per lambda")
+        lines[name] = list(more)
     order = sorted(range(len(lambdas)), key=lambda i: lambdas[i])
     fig = _figure(6.0, 4.0)
     ax = fig.add_subplot(1, 1, 1)
     for d in results["datasets"]:
-        pts = [(lambdas[i], metric(results, d["label"], methods[i], metric_name)) for i in order]
-        pts = [(x, a) for x, a in pts if a]
-        if not pts:
-            continue
-        ax.errorbar(
-            [x for x, _ in pts],
-            [a["mean"] for _, a in pts],
-            yerr=[a["std"] or 0.0 for _, a in pts],
-            marker="o",
-            capsize=3,
-            label=d["label"],
-        )
+        for name, line in lines.items():
+            pts = [(lambdas[i], metric(results, d["label"], line[i], metric_name)) for i in order]
+            pts = [(x, a) for x, a in pts if a]
+            if not pts:
+                continue
+            ax.errorbar(
+                [x for x, _ in pts],
+                [a["mean"] for _, a in pts],
+                yerr=[a["std"] or 0.0 for _, a in pts],
+                marker="o",
+                capsize=3,
+                label=f"{d['label']} {name}".strip() if len(lines) > 1 else d["label"],
+            )
     positive = [x for x in lambdas if x > 0]
     if positive:
         ax.set_xscale("symlog", linthresh=min(positive))
@@ -617,7 +626,11 @@ def write_report(cfg: ExperimentConfig, out: str | Path, *, source: str | None =
             parts.append(f"![ablation]({ABLATION_PNG})")
     if cfg.lambda_sweep and cfg.lambda_sweep.methods:
         header, rows = grouped_rows(results, TABLE3_METRICS, cfg.lambda_sweep.methods)
-        rows = [[f"{lam:g}", *r] for lam, r in zip(cfg.lambda_sweep.lambdas, rows, strict=True)]
+        lambdas = cfg.lambda_sweep.lambdas
+        rows = [[f"{lam:g}", *r] for lam, r in zip(lambdas, rows, strict=True)]
+        for methods in cfg.lambda_sweep.series.values():
+            _, more = grouped_rows(results, TABLE3_METRICS, methods)
+            rows += [[f"{lam:g}", *r] for lam, r in zip(lambdas, more, strict=True)]
         parts += ["## Lambda sweep", markdown_table(["lambda", *header], rows)]
         if finished:
             plot_lambda_curve(results, out / LAMBDA_PNG)
