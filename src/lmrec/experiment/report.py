@@ -444,29 +444,34 @@ def plot_metric_bars(
     methods: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Path:
-    """Grouped bars: one group per dataset, one bar per method, std over seeds as error bars."""
+    """Horizontal bars: one row per method (in order, top first), one bar per dataset.
+
+    Error bars are the std over seeds; each bar is labelled with its mean. Method names sit on
+    the y axis, so long labels and many methods stay readable.
+    """
     labels = {m["name"]: m["label"] for m in results["methods"]}
     names = list(methods) if methods is not None else list(labels)
     datasets = [d["label"] for d in results["datasets"]]
-    fig = _figure(max(6.0, 1.2 + 0.45 * len(names) * len(datasets)), 4.0)
+    rows = max(len(names), 1)
+    fig = _figure(7.5, max(2.5, 1.0 + 0.3 * rows * max(1, len(datasets))))
     ax = fig.add_subplot(1, 1, 1)
-    width = 0.8 / max(len(names), 1)
-    for j, name in enumerate(names):
-        aggs = [metric(results, ds, name, metric_name) for ds in datasets]
-        xs = [i - 0.4 + width * (j + 0.5) for i in range(len(datasets))]
-        ax.bar(
-            xs,
-            [a["mean"] if a else 0.0 for a in aggs],
-            width,
-            yerr=[(a["std"] or 0.0) if a else 0.0 for a in aggs],
-            capsize=2,
-            label=labels.get(name, name),
-        )
-    ax.set_xticks(range(len(datasets)), datasets)
-    ax.set_ylabel(_label(metric_name))
+    height = 0.8 / max(len(datasets), 1)
+    for k, ds in enumerate(datasets):
+        aggs = [metric(results, ds, name, metric_name) for name in names]
+        ys = [i - 0.4 + height * (k + 0.5) for i in range(len(names))]
+        means = [a["mean"] if a else 0.0 for a in aggs]
+        stds = [(a["std"] or 0.0) if a else 0.0 for a in aggs]
+        ax.barh(ys, means, height, xerr=stds, capsize=2, label=ds)
+        for y, a, m, e in zip(ys, aggs, means, stds, strict=True):
+            if a:
+                ax.text(m + e, y, f" {m:.3f}", va="center", fontsize="x-small")
+    ax.set_yticks(range(len(names)), [labels.get(n, n) for n in names])
+    ax.invert_yaxis()
+    ax.set_xlabel(_label(metric_name))
     ax.set_title(title or f"{_label(metric_name)} per method (mean ± std over seeds)")
-    ax.legend(fontsize="small", ncols=min(4, max(len(names), 1)))
-    ax.grid(axis="y", alpha=0.3)
+    if len(datasets) > 1:
+        ax.legend(fontsize="small")
+    ax.grid(axis="x", alpha=0.3)
     return _save(fig, Path(path))
 
 
