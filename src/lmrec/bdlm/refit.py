@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from lmrec.bdlm.cascade import Cascade, domain_features
 from lmrec.bdlm.features import FeatureCache
+from lmrec.bdlm.inference import CascadeScorer
 from lmrec.errors import ConfigError, check_ints, check_numbers
 from lmrec.llm.prompts import PromptBuilder, histories
 
@@ -163,6 +164,7 @@ def fit_head(
 def _valid_parts(cascade, llm, tokenizer, builder, prepared, cache, batch_size, progress):
     sets = prepared.sets[("interaction", "valid")]
     hist = histories(prepared.split.history_before("valid"), prepared.split.n_users)
+    scorer = CascadeScorer(cascade, llm, tokenizer, builder, hist, cache)  # its prompts
     device = next(cascade.parameters()).device
     tables = cascade.tables()
     f_parts, h_parts = [], []
@@ -170,11 +172,7 @@ def _valid_parts(cascade, llm, tokenizer, builder, prepared, cache, batch_size, 
         range(0, len(sets.users), batch_size), desc="cascade refit features", disable=not progress
     ):
         users, items = sets.users[lo : lo + batch_size], sets.items[lo : lo + batch_size]
-        prompts = [
-            builder.prompt("interaction", int(u), hist[int(u)], target=int(j)).text
-            for u, row in zip(users, items, strict=True)
-            for j in row
-        ]
+        prompts = scorer.prompts(users, items)
         h = cache.features(llm, tokenizer, prompts).view(*items.shape, -1).to(device)
         u = torch.as_tensor(users, dtype=torch.long, device=device).unsqueeze(1)
         it = torch.as_tensor(np.asarray(items), dtype=torch.long, device=device)
