@@ -150,8 +150,7 @@ def _score_continuations_full(
     p_ids = tokenizer(list(prompts))["input_ids"]
     rows, lens = [], []
     for b, conts in enumerate(continuations):
-        for text in conts:
-            c = tokenizer(text, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
+        for c in _continuation_ids(tokenizer, conts):
             rows.append(p_ids[b] + c)
             lens.append(len(c))
     pad = tokenizer.pad_token_id
@@ -177,6 +176,7 @@ def _score_continuations_full(
 
 
 def _continuation_ids(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each continuation, without special tokens (EOS for an empty one)."""
     return [
         tokenizer(t, add_special_tokens=False)["input_ids"] or [tokenizer.eos_token_id]
         for t in texts
