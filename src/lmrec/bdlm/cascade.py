@@ -153,6 +153,16 @@ class Cascade(nn.Module):
 
         ``h`` is h_LLM with the broadcast shape plus the feature width, e.g. (B, C, d_h).
         """
+        return self.head(torch.cat(self.inputs(users, items, h, tables), -1)).squeeze(-1)
+
+    def inputs(
+        self,
+        users: Tensor,
+        items: Tensor,
+        h: Tensor | None = None,
+        tables: tuple[Tensor, Tensor] | None = None,
+    ) -> list[Tensor]:
+        """The head's inputs: ``[f_DRS]``, plus h_LLM (normalised, broadcast) when it reads it."""
         f = domain_features(self.domain, users, items, tables)  # (..., d_f)
         parts = [f]
         if self.h_dim:
@@ -162,7 +172,7 @@ class Cascade(nn.Module):
             if self.config.feature_norm:
                 h = F.layer_norm(h, (h.shape[-1],))
             parts.append(h.expand(*f.shape[:-1], h.shape[-1]))
-        return self.head(torch.cat(parts, -1)).squeeze(-1)
+        return parts
 
     def loss(
         self,

@@ -100,15 +100,20 @@ class CascadeScorer:
         ]
 
     @torch.no_grad()
-    def __call__(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+    def tensors(self, users: np.ndarray, items: np.ndarray):
+        """(users (B, 1), items (B, C), h_LLM (B, C, d) or None) on the cascade's device."""
         device = next(self.cascade.parameters()).device
         h = None
         if self.cascade.h_dim:
             h = self.cache.features(self.llm, self.tok, self.prompts(users, items))
-            h = h.view(*items.shape, -1).to(device)  # (B, C, d)
-        u = torch.as_tensor(users, dtype=torch.long, device=device).unsqueeze(1)
-        it = torch.as_tensor(items, dtype=torch.long, device=device)
-        return self.cascade(u, it, h).float().cpu().numpy()
+            h = h.view(*np.shape(items), -1).to(device)
+        u = torch.as_tensor(np.asarray(users), dtype=torch.long, device=device).unsqueeze(1)
+        it = torch.as_tensor(np.asarray(items), dtype=torch.long, device=device)
+        return u, it, h
+
+    @torch.no_grad()
+    def __call__(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        return self.cascade(*self.tensors(users, items)).float().cpu().numpy()
 
 
 def evaluate_cascade(

@@ -30,13 +30,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from lmrec.bdlm.cascade import Cascade, domain_features
+from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.inference import CascadeScorer
 from lmrec.errors import ConfigError, check_ints, check_numbers
@@ -93,13 +92,9 @@ def head_parts(
             "cascade_refit needs the paper's linear head over [f_DRS ; h_LLM] "
             "(cascade.hidden 0, cascade.use_llm_feature true)"
         )
-    f = domain_features(cascade.domain, users, items, tables)
-    w = cascade.head.weight[0]
-    f_logit = f @ w[: cascade.f_dim] + cascade.head.bias[0]
-    h = h.to(f)
-    if cascade.config.feature_norm:
-        h = F.layer_norm(h, (h.shape[-1],))
-    return f_logit, h.expand(*f.shape[:-1], h.shape[-1])
+    f, h_n = cascade.inputs(users, items, h, tables)
+    f_logit = f @ cascade.head.weight[0, : cascade.f_dim] + cascade.head.bias[0]
+    return f_logit, h_n
 
 
 def _fit(f_logit: Tensor, h: Tensor, labels: Tensor, w0: Tensor, l2: float, cfg: RefitConfig):
@@ -164,19 +159,14 @@ def fit_head(
 def _valid_parts(cascade, llm, tokenizer, builder, prepared, cache, batch_size, progress):
     sets = prepared.sets[("interaction", "valid")]
     hist = histories(prepared.split.history_before("valid"), prepared.split.n_users)
-    scorer = CascadeScorer(cascade, llm, tokenizer, builder, hist, cache)  # its prompts
-    device = next(cascade.parameters()).device
+    scorer = CascadeScorer(cascade, llm, tokenizer, builder, hist, cache)  # BDLM-drs's inputs
     tables = cascade.tables()
     f_parts, h_parts = [], []
     for lo in tqdm(
         range(0, len(sets.users), batch_size), desc="cascade refit features", disable=not progress
     ):
         users, items = sets.users[lo : lo + batch_size], sets.items[lo : lo + batch_size]
-        prompts = scorer.prompts(users, items)
-        h = cache.features(llm, tokenizer, prompts).view(*items.shape, -1).to(device)
-        u = torch.as_tensor(users, dtype=torch.long, device=device).unsqueeze(1)
-        it = torch.as_tensor(np.asarray(items), dtype=torch.long, device=device)
-        f_logit, h_n = head_parts(cascade, u, it, h, tables)
+        f_logit, h_n = head_parts(cascade, *scorer.tensors(users, items), tables)
         f_parts.append(f_logit.cpu())
         h_parts.append(h_n.cpu())
     return torch.cat(f_parts), torch.cat(h_parts), torch.as_tensor(sets.labels).float()
