@@ -174,6 +174,10 @@ class LambdaSweepSpec:
     label: str = ""
     series: dict[str, list[str]] = field(default_factory=dict)
 
+    def lines(self) -> dict[str, list[str]]:
+        """Every line of the curve: ``label`` -> ``methods``, then ``series``."""
+        return {self.label: list(self.methods), **self.series}
+
     def __post_init__(self) -> None:
         for name, methods in {"methods": self.methods, **self.series}.items():
             if not isinstance(methods, list) or len(methods) != len(self.lambdas):

@@ -630,12 +630,10 @@ def write_report(cfg: ExperimentConfig, out: str | Path, *, source: str | None =
             plot_ablation(results, out / ABLATION_PNG)
             parts.append(f"![ablation]({ABLATION_PNG})")
     if cfg.lambda_sweep and cfg.lambda_sweep.methods:
-        header, rows = grouped_rows(results, TABLE3_METRICS, cfg.lambda_sweep.methods)
-        lambdas = cfg.lambda_sweep.lambdas
-        rows = [[f"{lam:g}", *r] for lam, r in zip(lambdas, rows, strict=True)]
-        for methods in cfg.lambda_sweep.series.values():
-            _, more = grouped_rows(results, TABLE3_METRICS, methods)
-            rows += [[f"{lam:g}", *r] for lam, r in zip(lambdas, more, strict=True)]
+        lambdas, rows = cfg.lambda_sweep.lambdas, []
+        for methods in cfg.lambda_sweep.lines().values():
+            header, line = grouped_rows(results, TABLE3_METRICS, methods)
+            rows += [[f"{lam:g}", *r] for lam, r in zip(lambdas, line, strict=True)]
         parts += ["## Lambda sweep", markdown_table(["lambda", *header], rows)]
         if finished:
             plot_lambda_curve(results, out / LAMBDA_PNG)
