@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from lmrec.config import from_dict
@@ -37,9 +38,40 @@ def test_topk_candidates_are_shuffled_with_a_seed_and_the_answer_is_the_positive
     assert sorted(order) == sorted(cands) and order != cands
     assert b.prompt("topk", 2, [1], candidates=cands).text == p.text  # same seed, same text
     firsts = {
-        PromptBuilder(PromptConfig(seed=s), TITLES, IDS).candidate_order(2, 8)[0] for s in range(8)
+        PromptBuilder(PromptConfig(seed=s), TITLES, IDS).candidate_order(2, 8, 7)[0]
+        for s in range(8)
     }
     assert len(firsts) > 1  # the positive's place changes with the seed
+
+
+def _positive_slot(builder, user, target, negatives):
+    text = builder.prompt("topk", user, [0], candidates=[target, *negatives]).text
+    listed = text.split("Candidates: ")[1].removesuffix(". Answer:").split(", ")
+    return [s.split(">")[0] for s in listed].index(f"<i_{target}")
+
+
+def test_positive_slot_is_uniform_and_differs_between_a_users_targets():
+    """The leak a (seed, user) shuffle had: a user's positive in one slot in every prompt."""
+    titles = [f"t{j}" for j in range(40)]
+    ids = IdTokens(n_users=200, n_items=40, first_id=1000)
+    b = PromptBuilder(PromptConfig(), titles, ids)
+    negs = list(range(20, 39))
+    # one user, the 20 targets a training run could use: the slot is not fixed per user
+    slots_one_user = {_positive_slot(b, 3, target, negs) for target in range(20)}
+    assert len(slots_one_user) >= 8
+    # many users, same target: slots spread over all 20 (chi-square vs uniform, 2000 prompts)
+    counts = np.bincount([_positive_slot(b, u, 5, negs) for u in range(200)], minlength=20)
+    counts += np.bincount(
+        [_positive_slot(b, u % 200, 6 + u // 200, negs) for u in range(1800)], minlength=20
+    )
+    expected = counts.sum() / 20
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 43.8  # 19 degrees of freedom, p = 0.001
+    # the same user's train (target 5) and test (target 6) prompts: slots agree only by chance
+    same = np.mean(
+        [_positive_slot(b, u, 5, negs) == _positive_slot(b, u, 6, negs) for u in range(200)]
+    )
+    assert same < 0.15
 
 
 def test_text_only_templates_use_titles_only():

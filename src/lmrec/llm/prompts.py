@@ -5,9 +5,11 @@ Prompts are plain text by default, ending in ``Answer:``; the answer follows dir
 tokenizer's chat template instead (what an instruct model expects zero-shot, e.g. LLM-Rec); the
 answer then starts the assistant turn without a leading space.
 
-Candidate order inside a top-K prompt is shuffled with a seed per (seed, user), so the positive
-(column 0 of every candidate set) is never at a fixed place in the text, and a rerun writes the
-same prompt. Only the most recent ``max_history`` items are shown, oldest first.
+Candidate order inside a top-K prompt is shuffled with a seed per (seed, user, target item): the
+positive (column 0 of every candidate set) lands in a uniformly random slot, a rerun writes the
+same prompt, and a user's training prompts (other targets) do not share their positive's slot
+with that user's test prompt. Seeding by (seed, user) alone put a user's positive in the same slot
+in every prompt, a position leak as soon as training sees the user. Only the most recent ``max_history`` items are shown, oldest first.
 """
 
 from __future__ import annotations
@@ -155,9 +157,9 @@ class PromptBuilder:
         token = self.ids.user_token(u) if self.ids is not None else ""
         return template.user.format(token=token)
 
-    def candidate_order(self, user: int, n: int) -> np.ndarray:
-        """The seeded permutation of a user's candidates inside the prompt text."""
-        return np.random.default_rng([self.config.seed, int(user)]).permutation(n)
+    def candidate_order(self, user: int, n: int, target: int) -> np.ndarray:
+        """The seeded permutation of a prompt's candidates, ``target`` being the positive."""
+        return np.random.default_rng([self.config.seed, int(user), int(target)]).permutation(n)
 
     # --- whole prompts
     def instruction(
@@ -177,7 +179,7 @@ class PromptBuilder:
             fields["target"] = self.item(t, int(target))
         else:
             cands = np.asarray(candidates)
-            order = self.candidate_order(user, len(cands))
+            order = self.candidate_order(user, len(cands), int(cands[0]))
             fields["candidates"] = t.sep.join(self.item(t, int(j)) for j in cands[order])
         return t.instruction.format(**fields)
 
