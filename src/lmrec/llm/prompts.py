@@ -9,7 +9,8 @@ Candidate order inside a top-K prompt is shuffled with a seed per (seed, user, t
 positive (column 0 of every candidate set) lands in a uniformly random slot, a rerun writes the
 same prompt, and a user's training prompts (other targets) do not share their positive's slot
 with that user's test prompt. Seeding by (seed, user) alone put a user's positive in the same slot
-in every prompt, a position leak as soon as training sees the user. Only the most recent ``max_history`` items are shown, oldest first.
+in every prompt, a position leak as soon as training sees the user. Only the most recent
+``max_history`` items are shown, oldest first.
 """
 
 from __future__ import annotations
