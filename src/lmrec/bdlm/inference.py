@@ -21,12 +21,14 @@ validation set. :func:`evaluate_candidates` also scores the domain model alone o
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.features import FeatureCache
+from lmrec.eval.significance import save_ranks
 from lmrec.llm.prompts import PromptBuilder, histories
 from lmrec.models.base import Recommender
 from lmrec.protocol.candidates import CandidateSet
@@ -43,8 +45,11 @@ def evaluate_candidates(
     limit: int = 0,
     batch_size: int = 8,
     progress: bool = True,
+    ranks_to: Path | None = None,
 ) -> dict[str, float]:
     """Top-K (test) and interaction (threshold on valid, scored on test) metrics.
+
+    ``ranks_to``: also write the test users' top-K ranks there.
 
     ``scorer(stage)`` returns the ``score_fn(users, items)`` of that stage (prompts show the
     history before the stage).
@@ -62,6 +67,8 @@ def evaluate_candidates(
         scores = score_candidates(scorer("test"), cands, batch_size, progress)
         topk = topk_metrics(scores, cands.labels, TOPK_CUTOFFS)
         out.update({f"topk/{k}": v for k, v in topk.items()})
+        if ranks_to is not None:
+            save_ranks(ranks_to, cands, scores)
         out["eval/users"] = float(len(cands.users))
     if "interaction" in tasks:
         valid = sets[("interaction", "valid")].head(limit)
@@ -128,6 +135,7 @@ def evaluate_cascade(
     limit: int = 0,
     batch_size: int = 8,
     progress: bool = True,
+    ranks_to: Path | None = None,
 ) -> dict[str, float]:
     """BDLM-drs metrics on ``prepared.sets`` (see the module docstring)."""
     split = prepared.split
@@ -139,7 +147,13 @@ def evaluate_cascade(
         return CascadeScorer(cascade, llm, tokenizer, builder, hist, cache)
 
     return evaluate_candidates(
-        scorer, prepared.sets, tasks=tasks, limit=limit, batch_size=batch_size, progress=progress
+        scorer,
+        prepared.sets,
+        tasks=tasks,
+        limit=limit,
+        batch_size=batch_size,
+        progress=progress,
+        ranks_to=ranks_to,
     )
 
 
@@ -150,6 +164,7 @@ def evaluate_domain(
     tasks: tuple[str, ...] = ("topk", "interaction"),
     limit: int = 0,
     progress: bool = True,
+    ranks_to: Path | None = None,
 ) -> dict[str, float]:
     """The domain model alone (its own ``score``) on the same rows as the BDLM sides.
 
@@ -172,4 +187,5 @@ def evaluate_domain(
         limit=limit,
         batch_size=1024,
         progress=progress,
+        ranks_to=ranks_to,
     )

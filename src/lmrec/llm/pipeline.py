@@ -244,9 +244,22 @@ class LLMScorer:
 
 
 def evaluate_llm(
-    model, tokenizer, builder, prepared, ids, cfg: LLMRunConfig, shots=None, progress: bool = True
+    model,
+    tokenizer,
+    builder,
+    prepared,
+    ids,
+    cfg: LLMRunConfig,
+    shots=None,
+    progress: bool = True,
+    ranks_to: Path | None = None,
+    topk_scores: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Metrics on the shared candidate sets, with the domain models' metric keys."""
+    """Metrics on the shared candidate sets, with the domain models' metric keys.
+
+    ``ranks_to``: also write the test users' top-K ranks there. ``topk_scores``: the test top-K
+    scores when the caller has computed them already (BDLM scores them once for both sides).
+    """
     from lmrec.eval.evaluator import (
         choose_threshold,
         interaction_metrics,
@@ -274,10 +287,16 @@ def evaluate_llm(
     t0 = time.perf_counter()
     if "topk" in cfg.tasks:
         cands = prepared.sets[("topk", "test")].head(cfg.eval_limit)
-        scores = score_candidates(scorers["test"].topk, cands, bs, progress)
+        scores = topk_scores
+        if scores is None:
+            scores = score_candidates(scorers["test"].topk, cands, bs, progress)
         out.update(
             {f"topk/{k}": v for k, v in topk_metrics(scores, cands.labels, TOPK_CUTOFFS).items()}
         )
+        if ranks_to is not None:
+            from lmrec.eval.significance import save_ranks
+
+            save_ranks(ranks_to, cands, scores)
     if "interaction" in cfg.tasks:
         valid = prepared.sets[("interaction", "valid")].head(cfg.eval_limit)
         v_scores = score_candidates(scorers["valid"].interaction, valid, bs, progress)
@@ -384,8 +403,17 @@ def llm_train(
         examples = training_examples(prepared.split, builder, cfg.examples)
         stats.update(train_sft(model, tok, examples, cfg.train, out))
     write_json(out / "train.json", stats)
+    from lmrec.eval.significance import RANKS_FILE
+
     metrics = evaluate_llm(
-        model, tok, builder, prepared, ids, cfg, few_shot_examples(prepared, builder, cfg)
+        model,
+        tok,
+        builder,
+        prepared,
+        ids,
+        cfg,
+        few_shot_examples(prepared, builder, cfg),
+        ranks_to=out / RANKS_FILE,
     )
     metrics.update(
         {

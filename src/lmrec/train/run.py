@@ -22,6 +22,7 @@ import torch
 import lmrec
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
+from lmrec.eval.significance import RANKS_FILE, save_ranks
 from lmrec.models.base import Recommender
 from lmrec.protocol.split import Split
 from lmrec.train.batches import Histories
@@ -125,7 +126,12 @@ def train_run(
     validate = make_valid_fn(prepared.split, prepared.sets, cfg, device)
     result = train(model, prepared.split, cfg, out_dir, validate)
     metrics = evaluate_model(
-        model, prepared.split, prepared.sets, max_len=history_len(model, cfg), progress=cfg.progress
+        model,
+        prepared.split,
+        prepared.sets,
+        max_len=history_len(model, cfg),
+        progress=cfg.progress,
+        ranks_to=out_dir / RANKS_FILE,
     )
     metrics.update(train_summary(result.best_epoch, result.epochs, result.best_metric))
     write_json(out_dir / METRICS_FILE, metrics)
@@ -193,8 +199,12 @@ def evaluate_model(
     max_len: int | None = None,
     batch_size: int = 1024,
     progress: bool = True,
+    ranks_to: Path | None = None,
 ) -> dict[str, float]:
     """Test metrics of ``model`` on the candidate sets and on full ranking.
+
+    ``ranks_to``: also write each test user's top-K rank there
+    (:func:`lmrec.eval.significance.write_ranks`), for intervals and paired tests.
 
     Each stage is scored with the last ``max_len`` items the model may see then (train for
     validation, train + valid for test); ``max_len=None`` passes no history.
@@ -223,6 +233,8 @@ def evaluate_model(
             scores = score_candidates(scorers["test"].candidates, cands, batch_size, progress)
             topk = topk_metrics(scores, cands.labels, TOPK_CUTOFFS)
             out.update({f"topk/{k}": v for k, v in topk.items()})
+            if ranks_to is not None:
+                save_ranks(ranks_to, cands, scores)
         if ("interaction", "test") in sets:
             valid = sets[("interaction", "valid")]
             v_scores = score_candidates(scorers["valid"].candidates, valid, batch_size, progress)
