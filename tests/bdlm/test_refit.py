@@ -102,7 +102,7 @@ def test_refit_on_valid_reads_the_validation_interactions(make_sides, split):
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"cascade_refit": {"rows": "test"}}, "'none' or 'valid'"),
+        ({"cascade_refit": {"rows": "test"}}, "cascade_refit.rows must be one of"),
         ({"cascade_refit": {"holdout": 1.0}}, "holdout"),
         ({"cascade_refit": {"l2": []}}, "l2"),
         ({"cascade_refit": {"l2": [-1.0]}}, "l2"),

@@ -8,6 +8,22 @@ costs far more than a domain step). Each row also knows where its positive sits 
 chronological train history, which gives the LLM side the items *before* it: the LLM learns to
 predict that interaction from the past only, as at test time.
 
+Two row schedules (``rows``):
+
+- ``random``: the domain model's own rows, as above (the first ``per_epoch`` of each epoch).
+- ``recent``: rows shaped like the test task. Every user with at least two train items gives
+  one row per epoch, its target being the user's e-th most recent train item in epoch e (the
+  last one in epoch 1, the one before in epoch 2, ...), predicted from the items before it;
+  users are shuffled by ``(seed, epoch)`` and the row's ``neg`` (the domain side's BPR negative)
+  is drawn uniformly among the items the user never trained on.
+
+The LLM's top-K candidates are the target plus ``n_candidates - 1`` negatives. With a protocol
+sampler (``negatives``, e.g. the candidate sets' own ``mixed`` popularity + title-similarity
+sampler with their settings) they are drawn as the test candidates are: never the target, never
+an item the user interacted with in any split (so no held-out item is ever a training
+negative), and fresh every (epoch, batch). Without one, the row's ``neg`` plus
+:mod:`lmrec.llm.sft`'s uniform/popularity draws.
+
 From one batch of rows:
 
 - :meth:`AlignedBatches.domain_batch`: the model's native batch (pairwise ``users/pos/neg`` or
@@ -29,8 +45,11 @@ from torch import Tensor
 
 from lmrec.llm.prompts import Prompt, PromptBuilder
 from lmrec.llm.sft import ExampleConfig, NegativeSampler
+from lmrec.protocol.samplers import NegativeSampler as ProtocolSampler
 from lmrec.protocol.split import Split
 from lmrec.train.batches import BatchBuilder
+
+ROW_SCHEDULES = ("random", "recent")
 
 # Separate seed streams: the LLM's extra top-K negatives never consume the row stream.
 LLM_NEGATIVES_STREAM = 1
@@ -73,16 +92,34 @@ class AlignedBatches:
         negatives (with the epoch and the batch, on a stream of their own).
     per_epoch:
         Rows per epoch: the first ``per_epoch`` of the shuffled epoch; 0 takes all of them.
+    rows:
+        ``random`` or ``recent`` (see the module docstring).
+    negatives:
+        A protocol sampler for the LLM's top-K negatives (see the module docstring), or None.
     """
 
-    def __init__(self, split: Split, batch_size: int, seed: int, per_epoch: int = 0) -> None:
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        seed: int,
+        per_epoch: int = 0,
+        rows: str = "random",
+        negatives: ProtocolSampler | None = None,
+    ) -> None:
         if batch_size < 1 or per_epoch < 0:
             raise ValueError("batch_size must be >= 1 and per_epoch >= 0")
+        if rows not in ROW_SCHEDULES:
+            raise ValueError(f"rows must be one of {ROW_SCHEDULES}, got {rows!r}")
         self.builder = BatchBuilder(split, "pairwise", batch_size, seed)
         self.seen = self.builder.seen
         self.batch_size = batch_size
         self.seed = seed
-        n_rows = len(self.seen.items)
+        self.schedule = rows
+        self.negatives = negatives
+        lengths = self.seen.lengths()
+        self._recent_users = np.flatnonzero(lengths >= 2).astype(np.int64)
+        n_rows = len(self.seen.items) if rows == "random" else len(self._recent_users)
         self.rows_per_epoch = min(per_epoch, n_rows) if per_epoch else n_rows
         self.popularity = np.bincount(self.seen.items, minlength=self.seen.n_items)
         # first position of every (user, item) pair in the user's chronological items
@@ -97,9 +134,29 @@ class AlignedBatches:
         """Joint steps per epoch."""
         return -(-self.rows_per_epoch // self.batch_size)
 
+    def _recent(self, epoch: int) -> dict[str, np.ndarray]:
+        """Rows of the ``recent`` schedule for epoch ``epoch`` (from 1)."""
+        rng = np.random.default_rng([self.seed, epoch, 7])
+        users = rng.permutation(self._recent_users)
+        lengths = self.seen.lengths()[users]
+        # the e-th most recent train item; users with fewer items cycle back to their last
+        back = (epoch - 1) % (lengths - 1)
+        pos = self.seen.items[self.seen.indptr[users] + lengths - 1 - back]
+        neg = np.empty_like(pos)
+        for r, u in enumerate(users):
+            start, stop = self.seen.indptr[u], self.seen.indptr[u + 1]
+            taken = set(self.seen.items[start:stop].tolist())
+            j = int(rng.integers(self.seen.n_items))
+            while j in taken:
+                j = int(rng.integers(self.seen.n_items))
+            neg[r] = j
+        return {"users": users, "pos": pos.astype(np.int64), "neg": neg.astype(np.int64)}
+
     def _arrays(self, epoch: int) -> dict[str, np.ndarray]:
         if self._epoch is None or self._epoch[0] != epoch:
-            arrays = self.builder.arrays(epoch)
+            arrays = (
+                self._recent(epoch) if self.schedule == "recent" else self.builder.arrays(epoch)
+            )
             self._epoch = (epoch, {k: v[: self.rows_per_epoch] for k, v in arrays.items()})
         return self._epoch[1]
 
@@ -110,6 +167,10 @@ class AlignedBatches:
         users = arrays["users"][lo : lo + self.batch_size]
         pos = arrays["pos"][lo : lo + self.batch_size]
         neg = arrays["neg"][lo : lo + self.batch_size]
+        if self.schedule == "recent":
+            # the target's own place (an item seen twice: its last occurrence, as in _recent)
+            back = (epoch - 1) % (self.seen.lengths()[users] - 1)
+            return Rows(users, pos, neg, self.seen.lengths()[users] - 1 - back)
         at = np.searchsorted(self._codes, users * self.seen.n_items + pos)
         return Rows(users, pos, neg, self._positions[at])
 
@@ -135,21 +196,41 @@ class AlignedBatches:
             }
         raise ValueError(f"BDLM's domain side trains pairwise or pointwise models, not {kind!r}")
 
+    def topk_candidates(
+        self, rows: Rows, examples: ExampleConfig, epoch: int, k: int
+    ) -> np.ndarray:
+        """(B, n_candidates) top-K candidates of the rows, the target in column 0."""
+        rng = np.random.default_rng([self.seed, LLM_NEGATIVES_STREAM, epoch, k])
+        n = examples.n_candidates
+        if self.negatives is not None:
+            negs = self.negatives.sample(rows.users, rows.pos, n - 1, rng).items
+            return np.concatenate([rows.pos[:, None], negs], 1).astype(np.int64)
+        sampler = NegativeSampler(self.seen.n_items, self.popularity, examples.negatives, rng)
+        out = np.empty((len(rows), n), dtype=np.int64)
+        for r, (u, pos, neg) in enumerate(zip(rows.users, rows.pos, rows.neg, strict=True)):
+            start, stop = self.seen.indptr[u], self.seen.indptr[u + 1]
+            exclude = {*self.seen.items[start:stop].tolist(), int(neg)}
+            more = sampler.sample(n - 2, exclude).tolist()
+            out[r] = [int(pos), int(neg), *more]
+        return out
+
     def llm_prompts(
         self, rows: Rows, builder: PromptBuilder, examples: ExampleConfig, epoch: int, k: int
     ) -> list[Prompt]:
-        """SFT prompts of the rows for the tasks in ``examples.tasks`` (see module docstring)."""
-        rng = np.random.default_rng([self.seed, LLM_NEGATIVES_STREAM, epoch, k])
-        sampler = NegativeSampler(self.seen.n_items, self.popularity, examples.negatives, rng)
+        """SFT prompts of the rows for the tasks in ``examples.tasks`` (see module docstring).
+
+        Per row: the top-K prompt (if asked), then the interaction prompts of the positive and
+        the negative (if asked).
+        """
+        cands = self.topk_candidates(rows, examples, epoch, k) if "topk" in examples.tasks else None
         out: list[Prompt] = []
-        for u, pos, neg, t in zip(rows.users, rows.pos, rows.neg, rows.position, strict=True):
+        for r, (u, pos, neg, t) in enumerate(
+            zip(rows.users, rows.pos, rows.neg, rows.position, strict=True)
+        ):
             u, pos, neg = int(u), int(pos), int(neg)
             history = self.history(u, int(t))
-            if "topk" in examples.tasks:
-                start, stop = self.seen.indptr[u], self.seen.indptr[u + 1]
-                exclude = {*self.seen.items[start:stop].tolist(), neg}
-                more = sampler.sample(examples.n_candidates - 2, exclude).tolist()
-                out.append(builder.prompt("topk", u, history, candidates=[pos, neg, *more]))
+            if cands is not None:
+                out.append(builder.prompt("topk", u, history, candidates=cands[r]))
             if "interaction" in examples.tasks:
                 out.append(builder.prompt("interaction", u, history, target=pos, label=1))
                 out.append(builder.prompt("interaction", u, history, target=neg, label=0))

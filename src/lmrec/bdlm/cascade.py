@@ -52,9 +52,15 @@ class CascadeConfig:
     init_from_domain:
         Start the head as the domain model's output layer (zero weight on h_LLM); False starts
         it at PyTorch's default initialisation.
+    use_llm_score:
+        One more input column: the LLM's own score of the candidate (its item-token
+        log-probability in the user's top-K prompt). Its weight starts at 0 and is fitted by
+        the refit on validation lists (:mod:`lmrec.bdlm.refit`); pairs without a top-K list
+        (interaction prediction, joint training) read 0 there.
     """
 
     use_llm_feature: bool = True
+    use_llm_score: bool = False
     hidden: int = 0
     feature_norm: bool = True
     init_from_domain: bool = True
@@ -124,7 +130,8 @@ class Cascade(nn.Module):
         self.domain = domain
         self.f_dim = domain_feature_dim(domain)
         self.h_dim = feature_dim if self.config.use_llm_feature else 0
-        width = self.f_dim + self.h_dim
+        self.s_dim = 1 if self.config.use_llm_score else 0
+        width = self.f_dim + self.h_dim + self.s_dim
         if self.config.hidden:
             self.head = nn.Sequential(
                 nn.Linear(width, self.config.hidden), nn.ReLU(), nn.Linear(self.config.hidden, 1)
@@ -148,12 +155,14 @@ class Cascade(nn.Module):
         items: Tensor,
         h: Tensor | None = None,
         tables: tuple[Tensor, Tensor] | None = None,
+        s: Tensor | None = None,
     ) -> Tensor:
         """Logits for broadcastable ``users`` / ``items`` (e.g. (B, 1), (B, C)) -> (B, C).
 
-        ``h`` is h_LLM with the broadcast shape plus the feature width, e.g. (B, C, d_h).
+        ``h`` is h_LLM with the broadcast shape plus the feature width, e.g. (B, C, d_h); ``s``
+        the LLM's candidate scores (B, C) when the head reads them (None reads 0).
         """
-        return self.head(torch.cat(self.inputs(users, items, h, tables), -1)).squeeze(-1)
+        return self.head(torch.cat(self.inputs(users, items, h, tables, s), -1)).squeeze(-1)
 
     def inputs(
         self,
@@ -161,8 +170,10 @@ class Cascade(nn.Module):
         items: Tensor,
         h: Tensor | None = None,
         tables: tuple[Tensor, Tensor] | None = None,
+        s: Tensor | None = None,
     ) -> list[Tensor]:
-        """The head's inputs: ``[f_DRS]``, plus h_LLM (normalised, broadcast) when it reads it."""
+        """The head's inputs: ``[f_DRS]``, plus h_LLM (normalised, broadcast) and the LLM's
+        candidate score when it reads them."""
         f = domain_features(self.domain, users, items, tables)  # (..., d_f)
         parts = [f]
         if self.h_dim:
@@ -172,6 +183,11 @@ class Cascade(nn.Module):
             if self.config.feature_norm:
                 h = F.layer_norm(h, (h.shape[-1],))
             parts.append(h.expand(*f.shape[:-1], h.shape[-1]))
+        if self.s_dim:
+            col = torch.zeros(f.shape[:-1], dtype=f.dtype, device=f.device)
+            if s is not None:
+                col = col + s.to(f)
+            parts.append(col.unsqueeze(-1))
         return parts
 
     def loss(

@@ -40,6 +40,7 @@ from lmrec.errors import ConfigError
 from lmrec.utils.io import read_json, sha256_json, write_json
 
 SHARED_DIR = "_bdlm"  # "_..." is never a method name (method names are slugs without "_" ends)
+DOMAIN_RANKS_FILE = "topk_ranks_domain.json"  # BDLM-drs's domain model alone, same users
 
 
 def _no_model_config(cell, kind: str) -> None:
@@ -115,6 +116,15 @@ def run_bdlm_cell(cell, out_dir: Path) -> dict[str, float]:
         raise ConfigError(
             f"method {cell.method.name!r}: side {side!r} was not evaluated (bdlm.evaluate)"
         )
+    from lmrec.bdlm.run import ranks_file
+    from lmrec.eval.significance import RANKS_FILE
+
+    copies = {ranks_file(side): RANKS_FILE}
+    if side == "drs":
+        copies[ranks_file("domain")] = DOMAIN_RANKS_FILE
+    for src, dst in copies.items():
+        if (shared / src).is_file():
+            write_json(out_dir / dst, read_json(shared / src))
     out = dict(metrics[side])
     if side == "drs":
         out.update({f"domain/{k}": v for k, v in metrics.get("domain", {}).items()})

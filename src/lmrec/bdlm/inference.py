@@ -94,9 +94,11 @@ class CascadeScorer:
         builder: PromptBuilder,
         history: list[np.ndarray],
         cache: FeatureCache,
+        llm_scores: ScoreTable | None = None,
     ) -> None:
         self.cascade, self.llm, self.tok = cascade, llm, tokenizer
         self.builder, self.history, self.cache = builder, history, cache
+        self.llm_scores = llm_scores
 
     def prompts(self, users: np.ndarray, items: np.ndarray) -> list[str]:
         """Interaction prompt of every (user, candidate), candidates of a user consecutive."""
@@ -118,9 +120,47 @@ class CascadeScorer:
         it = torch.as_tensor(np.asarray(items), dtype=torch.long, device=device)
         return u, it, h
 
+    def scores(self, users: np.ndarray, items: np.ndarray) -> torch.Tensor | None:
+        """The LLM's candidate scores (B, C) when the head reads them and they are known."""
+        if not self.cascade.s_dim or self.llm_scores is None:
+            return None
+        return torch.as_tensor(self.llm_scores.lookup(users, items), dtype=torch.float32)
+
     @torch.no_grad()
     def __call__(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        return self.cascade(*self.tensors(users, items)).float().cpu().numpy()
+        u, it, h = self.tensors(users, items)
+        s = self.scores(users, items)
+        return self.cascade(u, it, h, None, s).float().cpu().numpy()
+
+
+class ScoreTable:
+    """Scores of a scored candidate set, looked up by (user, candidate item).
+
+    BDLM scores the LLM's top-K lists once and hands the scores to both sides: BDLM-llm's
+    metrics and the cascade's LLM-score column. A (user, item) pair not in the set reads
+    ``missing`` (interaction pairs, which have no top-K list).
+    """
+
+    def __init__(
+        self, users: np.ndarray, items: np.ndarray, scores: np.ndarray, missing: float = 0.0
+    ) -> None:
+        self.users, self.items, self.scores = users, items, scores
+        self.table = {
+            (int(u), int(j)): float(v)
+            for u, row, vals in zip(users, items, scores, strict=True)
+            for j, v in zip(row, vals, strict=True)
+        }
+        self.missing = missing
+
+    def lookup(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
+        """(B, C) scores of ``items`` (B, C) for ``users`` (B,)."""
+        return np.array(
+            [
+                [self.table.get((int(u), int(j)), self.missing) for j in row]
+                for u, row in zip(users, items, strict=True)
+            ],
+            dtype=np.float64,
+        )
 
 
 def evaluate_cascade(
@@ -136,15 +176,20 @@ def evaluate_cascade(
     batch_size: int = 8,
     progress: bool = True,
     ranks_to: Path | None = None,
+    llm_scores: Mapping[str, ScoreTable] | None = None,
 ) -> dict[str, float]:
-    """BDLM-drs metrics on ``prepared.sets`` (see the module docstring)."""
+    """BDLM-drs metrics on ``prepared.sets`` (see the module docstring).
+
+    ``llm_scores``: per stage, the LLM's top-K scores the cascade's score column reads.
+    """
     split = prepared.split
     cascade.eval()
     llm.eval()
 
     def scorer(stage: str) -> ScoreFn:
         hist = histories(split.history_before(stage), split.n_users)
-        return CascadeScorer(cascade, llm, tokenizer, builder, hist, cache)
+        table = (llm_scores or {}).get(stage)
+        return CascadeScorer(cascade, llm, tokenizer, builder, hist, cache, table)
 
     return evaluate_candidates(
         scorer,

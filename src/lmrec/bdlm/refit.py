@@ -21,6 +21,18 @@ from ``l2`` on a held-out fraction of the rows (the lowest held-out loss), then 
 again on all rows with it, and written back into the one linear layer of eq. 5: the cascade
 keeps the paper's form and is saved, loaded and scored as before.
 
+``rows: lists`` refits on the validation *top-K lists* instead (each user's validation item and
+its 19 sampled negatives), listwise (softmax cross-entropy over the 20 candidates, the task the
+table measures), in the form
+
+    logit = a * (head_f . f_DRS + b) + w_h . LN(h_LLM) + w_s * s_LLM
+
+where ``s_LLM`` is the LLM's own score of the candidate (its item-token log-probability in the
+user's top-K prompt; the cascade's ``use_llm_score`` column) and the h_LLM term is there when
+the cascade reads h_LLM. The LLM's score varies across a user's candidates by construction,
+which is what a feature needs to change a top-1; the penalty on ``w_h`` is chosen on held-out
+users as above (``w_s`` and ``a`` are not penalised).
+
 This is stacking on the validation set: the test items are never read. The interaction
 threshold of BDLM-drs is then chosen on the same validation rows the head was fit on, which
 favours that threshold a little; top-K metrics are not affected.
@@ -41,6 +53,8 @@ from lmrec.bdlm.inference import CascadeScorer
 from lmrec.errors import ConfigError, check_ints, check_numbers
 from lmrec.llm.prompts import PromptBuilder, histories
 
+REFIT_ROWS = ("none", "valid", "lists")
+
 
 @dataclass
 class RefitConfig:
@@ -50,7 +64,8 @@ class RefitConfig:
     ----------
     rows:
         ``"none"`` keeps the head of the joint training; ``"valid"`` refits it on the
-        validation interaction set (module docstring).
+        validation interaction set; ``"lists"`` on the validation top-K lists, listwise
+        (module docstring).
     l2:
         Candidate penalties on the LLM-feature weights, chosen on the held-out fraction.
     holdout:
@@ -69,8 +84,8 @@ class RefitConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.rows not in ("none", "valid"):
-            raise ConfigError(f"cascade_refit.rows must be 'none' or 'valid', got {self.rows!r}")
+        if self.rows not in REFIT_ROWS:
+            raise ConfigError(f"cascade_refit.rows must be one of {REFIT_ROWS}, got {self.rows!r}")
         check_ints("cascade_refit", self, {"steps": 1, "seed": 0})
         check_numbers("cascade_refit", self, ("lr",))
         if not self.l2 or any(
@@ -92,7 +107,7 @@ def head_parts(
             "cascade_refit needs the paper's linear head over [f_DRS ; h_LLM] "
             "(cascade.hidden 0, cascade.use_llm_feature true)"
         )
-    f, h_n = cascade.inputs(users, items, h, tables)
+    f, h_n = cascade.inputs(users, items, h, tables)[:2]
     f_logit = f @ cascade.head.weight[0, : cascade.f_dim] + cascade.head.bias[0]
     return f_logit, h_n
 
@@ -128,7 +143,8 @@ def fit_head(
     n = len(labels)
     if n < 2:
         raise ConfigError(f"cascade_refit needs at least 2 rows, got {n}")
-    w0 = cascade.head.weight.detach()[0, cascade.f_dim :].float()
+    h_cols = slice(cascade.f_dim, cascade.f_dim + cascade.h_dim)
+    w0 = cascade.head.weight.detach()[0, h_cols].float()
     before = _bce((torch.ones(()), torch.zeros(()), w0), f_logit, h, labels)
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
     n_out = max(1, int(round(n * cfg.holdout)))
@@ -142,7 +158,7 @@ def fit_head(
     with torch.no_grad():
         weight = cascade.head.weight
         weight[0, : cascade.f_dim] *= a.to(weight)
-        weight[0, cascade.f_dim :] = w.to(weight)
+        weight[0, h_cols] = w.to(weight)
         cascade.head.bias.mul_(a.to(weight)).add_(c.to(weight))
     return {
         "rows": n,
@@ -193,4 +209,126 @@ def refit_on_valid(
     return fit_head(cascade, f_logit, h, labels, cfg)
 
 
-__all__ = ["RefitConfig", "fit_head", "head_parts", "refit_on_valid"]
+# ------------------------------------------------------------------ listwise, on top-K lists
+
+
+def _fit_lists(f_logit: Tensor, s: Tensor, h: Tensor, l2: float, cfg: RefitConfig):
+    """(a, w_s, w_h) minimising listwise cross-entropy (positive in column 0) + l2 |w_h|^2."""
+    a = torch.ones((), requires_grad=True)
+    w_s = torch.zeros((), requires_grad=True)
+    w_h = torch.zeros(h.shape[-1], requires_grad=True)
+    opt = torch.optim.Adam([a, w_s, w_h], lr=cfg.lr)
+    target = torch.zeros(len(f_logit), dtype=torch.long)
+    for _ in range(cfg.steps):
+        logits = a * f_logit + w_s * s + h @ w_h
+        loss = F.cross_entropy(logits, target) + l2 * (w_h**2).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return a.detach(), w_s.detach(), w_h.detach()
+
+
+def _list_ce(params, f_logit: Tensor, s: Tensor, h: Tensor) -> float:
+    a, w_s, w_h = params
+    target = torch.zeros(len(f_logit), dtype=torch.long)
+    return float(F.cross_entropy(a * f_logit + w_s * s + h @ w_h, target))
+
+
+def fit_head_lists(
+    cascade: Cascade, f_logit: Tensor, s: Tensor, h: Tensor, cfg: RefitConfig
+) -> dict:
+    """Refit the head listwise from (U, C) parts, positive in column 0; in place.
+
+    ``f_logit`` is the head's logit from ``f_DRS`` alone, ``s`` the LLM's candidate scores,
+    ``h`` (U, C, d_h) the normalised h_LLM (d_h = 0 when the cascade reads none). The penalty on
+    ``w_h`` is chosen on held-out users when there is an h_LLM term.
+    """
+    if cascade.config.hidden or not cascade.s_dim:
+        raise ConfigError(
+            "cascade_refit.rows 'lists' fits the linear head's LLM-score column: it needs "
+            "cascade.hidden 0 and cascade.use_llm_score true"
+        )
+    f_logit, s, h = f_logit.detach().float(), s.detach().float(), h.detach().float()
+    n = len(f_logit)
+    if n < 2:
+        raise ConfigError(f"cascade_refit needs at least 2 lists, got {n}")
+    # s is a log-probability: centre it per list (a shift per user changes no ranking)
+    s = s - s.mean(1, keepdim=True)
+    before = _list_ce((torch.ones(()), torch.zeros(()), torch.zeros(h.shape[-1])), f_logit, s, h)
+    held: dict[float, float] = {}
+    best = 0.0
+    if h.shape[-1]:
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed))
+        n_out = max(1, int(round(n * cfg.holdout)))
+        out, fit = perm[:n_out], perm[n_out:]
+        for l2 in cfg.l2:
+            params = _fit_lists(f_logit[fit], s[fit], h[fit], float(l2), cfg)
+            held[float(l2)] = _list_ce(params, f_logit[out], s[out], h[out])
+        best = min(held, key=held.get)
+    a, w_s, w_h = _fit_lists(f_logit, s, h, best, cfg)
+    with torch.no_grad():
+        weight = cascade.head.weight
+        weight[0, : cascade.f_dim] *= a.to(weight)
+        weight[0, cascade.f_dim : cascade.f_dim + cascade.h_dim] = w_h.to(weight)
+        weight[0, -1] = w_s.to(weight)
+        cascade.head.bias.mul_(a.to(weight))
+    return {
+        "rows": n,
+        "l2": best,
+        "holdout_ce": held,
+        "ce_before": before,
+        "ce_after": _list_ce((a, w_s, w_h), f_logit, s, h),
+        "domain_scale": float(a),
+        "llm_score_weight": float(w_s),
+        "llm_weight_norm": float(w_h.norm()),
+    }
+
+
+@torch.no_grad()
+def refit_on_lists(
+    cascade: Cascade,
+    llm,
+    tokenizer,
+    builder: PromptBuilder,
+    prepared,
+    cache: FeatureCache,
+    llm_scores,
+    cfg: RefitConfig,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Refit ``cascade``'s head on the validation top-K lists (module docstring).
+
+    ``llm_scores``: the LLM's scores of those lists (:class:`lmrec.bdlm.inference.ScoreTable`).
+    """
+    cascade.eval()
+    llm.eval()
+    lists = prepared.sets[("topk", "valid")]
+    hist = histories(prepared.split.history_before("valid"), prepared.split.n_users)
+    scorer = CascadeScorer(cascade, llm, tokenizer, builder, hist, cache, llm_scores)
+    tables = cascade.tables()
+    f_parts, h_parts, s_parts = [], [], []
+    for lo in tqdm(
+        range(0, len(lists.users), batch_size), desc="cascade refit lists", disable=not progress
+    ):
+        users, items = lists.users[lo : lo + batch_size], lists.items[lo : lo + batch_size]
+        u, it, h = scorer.tensors(users, items)
+        parts = cascade.inputs(u, it, h, tables)
+        f_parts.append((parts[0] @ cascade.head.weight[0, : cascade.f_dim]).cpu())
+        h_parts.append(parts[1].cpu() if cascade.h_dim else torch.zeros(*it.shape, 0))
+        s_parts.append(scorer.scores(users, items))
+    with torch.enable_grad():
+        return fit_head_lists(
+            cascade, torch.cat(f_parts), torch.cat(s_parts), torch.cat(h_parts), cfg
+        )
+
+
+__all__ = [
+    "RefitConfig",
+    "fit_head",
+    "fit_head_lists",
+    "head_parts",
+    "refit_on_lists",
+    "refit_on_valid",
+]

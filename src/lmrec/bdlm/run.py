@@ -42,7 +42,7 @@ from lmrec.bdlm.aligned import AlignedBatches
 from lmrec.bdlm.cascade import Cascade, CascadeConfig
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.inference import evaluate_cascade, evaluate_domain
-from lmrec.bdlm.refit import RefitConfig, refit_on_valid
+from lmrec.bdlm.refit import RefitConfig, refit_on_lists, refit_on_valid
 from lmrec.bdlm.sharing import SharingModule
 from lmrec.bdlm.trainer import JointConfig, JointSides, JointTrainer
 from lmrec.config import from_dict, to_dict
@@ -54,6 +54,7 @@ from lmrec.utils.io import read_json, write_json
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 SIDES = ("llm", "drs")
+PROJECTIONS = ("copy", "orthogonal")
 # llm.train fields that the joint schedule owns (JointConfig has them instead).
 _SCHEDULE = {
     "epochs": "joint.epochs",
@@ -114,6 +115,12 @@ class BDLMConfig:
         (:class:`lmrec.bdlm.refit.RefitConfig`; off by default).
     preload:
         Pre-load the user/item tokens from the domain model (false: *w/o PE*).
+    projection:
+        How domain rows reach the LLM's width: ``copy`` (the domain model is as wide as the
+        LLM, the paper's setting) or ``orthogonal`` (a domain model of any width, e.g.
+        LightGCN at its best width 64, mapped by a fixed seeded matrix with orthonormal rows and
+        rescaled to the LM's embedding norm; M stays in the domain width, see
+        :mod:`lmrec.bdlm.sharing`).
     share_prefix:
         Compute h_LLM of prompts with a common beginning from one encoding of it.
     evaluate:
@@ -128,6 +135,7 @@ class BDLMConfig:
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
     cascade_refit: RefitConfig = field(default_factory=RefitConfig)
     preload: bool = True
+    projection: str = "copy"
     share_prefix: bool = True
     evaluate: list[str] = field(default_factory=lambda: list(SIDES))
     preprocess: dict = field(default_factory=dict)
@@ -144,12 +152,23 @@ class BDLMConfig:
         ):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, from_dict(cls, getattr(self, name), f"bdlm.{name}"))
-        if self.cascade_refit.rows != "none" and (
+        if self.cascade_refit.rows == "lists" and (
+            self.cascade.hidden or not self.cascade.use_llm_score
+        ):
+            raise ConfigError(
+                "bdlm.cascade_refit.rows 'lists' fits the head's LLM-score column: it needs "
+                "cascade.hidden 0 and cascade.use_llm_score true"
+            )
+        if self.cascade_refit.rows == "valid" and (
             self.cascade.hidden or not self.cascade.use_llm_feature
         ):
             raise ConfigError(
                 "bdlm.cascade_refit refits the paper's linear head over [f_DRS ; h_LLM]: it needs "
                 "cascade.hidden 0 and cascade.use_llm_feature true"
+            )
+        if self.projection not in PROJECTIONS:
+            raise ConfigError(
+                f"bdlm.projection must be one of {PROJECTIONS}, got {self.projection!r}"
             )
         bad = [s for s in self.evaluate if s not in SIDES]
         if bad:
@@ -230,6 +249,11 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     domain = domain_model(cfg, dataset, prepared, out / "domain", width).to(device)
     with torch.no_grad():
         p_u, q_i = (t.detach().float().cpu() for t in domain.user_item_embeddings())
+    proj = None
+    if cfg.projection == "orthogonal":
+        from lmrec.llm.tokens import orthogonal_projection
+
+        proj = orthogonal_projection(p_u.shape[1], width, seed=cfg.llm.preload.seed)
 
     sharing, record = None, {"id_tokens": ids is not None}
     if ids is not None:
@@ -244,12 +268,16 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
             lm_embedding_norm=lm_norm,
             domain_norm=domain_norm,
             llm_scale=scale,
+            projection=cfg.projection,
+            domain_width=int(p_u.shape[1]),
         )
         if cfg.preload:
-            set_id_token_rows(llm, ids, "user", p_u / scale)
-            set_id_token_rows(llm, ids, "item", q_i / scale)
+            # orthonormal rows keep row norms, so one scale serves both forms
+            lift = (lambda t: t @ proj) if proj is not None else (lambda t: t)
+            set_id_token_rows(llm, ids, "user", lift(p_u) / scale)
+            set_id_token_rows(llm, ids, "item", lift(q_i) / scale)
         sharing = SharingModule.from_tables(
-            p_u, q_i, scale, cfg.joint.write_rate, cfg.joint.mutual_reduction
+            p_u, q_i, scale, cfg.joint.write_rate, cfg.joint.mutual_reduction, proj
         ).to(device)
         ids.save(out / "id_tokens.json")
     write_json(out / "preload.json", record)
@@ -264,11 +292,35 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     cascade = Cascade(domain, width, cfg.cascade).to(device)
     cache = FeatureCache(cfg.joint.feature_batch_size, cfg.share_prefix)
     sides = JointSides(llm, tok, ids, builder, cascade, sharing, cache)
+    negatives = None
+    if cfg.llm.examples.negatives == "candidates":
+        from lmrec.protocol.candidates import make_candidate_sampler
+
+        negatives = make_candidate_sampler(prepared.dataset, prepared.split, prepared.candidates)
     batches = AlignedBatches(
-        prepared.split, cfg.joint.batch_size, cfg.joint.seed, cfg.joint.rows_per_epoch
+        prepared.split,
+        cfg.joint.batch_size,
+        cfg.joint.seed,
+        cfg.joint.rows_per_epoch,
+        rows=cfg.joint.rows,
+        negatives=negatives,
     )
     trainer = JointTrainer(sides, batches, cfg.joint, cfg.llm.train, cfg.llm.examples, out)
     stats = trainer.fit()
+    llm_scores = _llm_topk_scores(cfg, llm, tok, builder, prepared, ids)
+    if cfg.cascade_refit.rows == "lists" and "drs" in cfg.evaluate:
+        stats["cascade_refit"] = refit_on_lists(
+            cascade,
+            llm,
+            tok,
+            builder,
+            prepared,
+            cache,
+            llm_scores["valid"],
+            cfg.cascade_refit,
+            batch_size=cfg.llm.eval_batch_size,
+            progress=cfg.joint.progress,
+        )
     if cfg.cascade_refit.rows == "valid" and "drs" in cfg.evaluate:
         stats["cascade_refit"] = refit_on_valid(
             cascade,
@@ -292,9 +344,19 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     tasks = tuple(cfg.llm.tasks)
     limit = cfg.llm.eval_limit
     metrics: dict[str, Any] = {}
+    test_table = llm_scores.get("test")
     if "llm" in cfg.evaluate:
         metrics["llm"] = evaluate_llm(
-            llm, tok, builder, prepared, ids, cfg.llm, None, progress=progress
+            llm,
+            tok,
+            builder,
+            prepared,
+            ids,
+            cfg.llm,
+            None,
+            progress=progress,
+            ranks_to=out / ranks_file("llm"),
+            topk_scores=None if test_table is None else test_table.scores,
         )
     if "drs" in cfg.evaluate:
         metrics["drs"] = evaluate_cascade(
@@ -308,9 +370,16 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
             limit=limit,
             batch_size=cfg.llm.eval_batch_size,
             progress=progress,
+            ranks_to=out / ranks_file("drs"),
+            llm_scores=llm_scores,
         )
     metrics["domain"] = evaluate_domain(
-        cascade.domain, prepared, tasks=tasks, limit=limit, progress=progress
+        cascade.domain,
+        prepared,
+        tasks=tasks,
+        limit=limit,
+        progress=progress,
+        ranks_to=out / ranks_file("domain"),
     )
     metrics["train"] = {
         k: float(v)
@@ -322,10 +391,50 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
             metrics["train"][f"last_epoch/{key}"] = float(value)
     refit = stats.get("cascade_refit")
     if refit:
-        for key in ("l2", "bce_before", "bce_after", "domain_scale", "llm_weight_norm"):
-            metrics["train"][f"refit/{key}"] = float(refit[key])
+        for key in (
+            "l2",
+            "bce_before",
+            "bce_after",
+            "ce_before",
+            "ce_after",
+            "domain_scale",
+            "llm_weight_norm",
+            "llm_score_weight",
+        ):
+            if key in refit:
+                metrics["train"][f"refit/{key}"] = float(refit[key])
     write_json(out / METRICS_FILE, metrics)
     return metrics
+
+
+def ranks_file(side: str) -> str:
+    """Per-user top-K ranks of one side of a BDLM run (``llm``, ``drs``, ``domain``)."""
+    return f"topk_ranks_{side}.json"
+
+
+def _llm_topk_scores(cfg: BDLMConfig, llm, tok, builder, prepared, ids) -> dict:
+    """The LLM's top-K scores, once, for what needs them: ``test`` for BDLM-llm and the
+    cascade's score column, ``valid`` for the listwise refit ({} when nothing does)."""
+    from lmrec.bdlm.inference import ScoreTable
+    from lmrec.eval.evaluator import score_candidates
+    from lmrec.llm.pipeline import LLMScorer
+    from lmrec.llm.prompts import histories
+
+    wants = set()
+    if "topk" in cfg.llm.tasks and ("llm" in cfg.evaluate or cfg.cascade.use_llm_score):
+        wants.add("test")
+    if cfg.cascade_refit.rows == "lists" and "drs" in cfg.evaluate:
+        wants.add("valid")
+    llm.eval()
+    out = {}
+    split = prepared.split
+    for stage in sorted(wants, reverse=True):  # valid first: the refit reads it first
+        hist = histories(split.history_before(stage), split.n_users)
+        scorer = LLMScorer(llm, tok, builder, hist, ids, cfg.llm)
+        cands = prepared.sets[("topk", stage)].head(cfg.llm.eval_limit)
+        scores = score_candidates(scorer.topk, cands, cfg.llm.eval_batch_size, cfg.joint.progress)
+        out[stage] = ScoreTable(cands.users, cands.items, scores)
+    return out
 
 
 def domain_model(cfg: BDLMConfig, dataset: str, prepared, folder: Path, width: int):
@@ -337,11 +446,11 @@ def domain_model(cfg: BDLMConfig, dataset: str, prepared, folder: Path, width: i
 
     spec = cfg.domain
     dim = spec.model_config.get("dim", width)
-    if dim != width:
+    if dim != width and cfg.projection == "copy":
         raise ConfigError(
             f"bdlm.domain.model_config.dim is {dim} but the LLM is {width} wide; M needs one "
             f"width on both sides (BDLM sets the domain model's width to the LLM's): set dim "
-            f"to {width} or leave it out"
+            f"to {width} or leave it out, or set bdlm.projection: orthogonal"
         )
     run = Path(spec.run) if spec.run else folder
     if spec.run is None and not (run / BEST_FILE).is_file():
@@ -349,7 +458,7 @@ def domain_model(cfg: BDLMConfig, dataset: str, prepared, folder: Path, width: i
             spec.model,
             dataset,
             out_dir=run,
-            model_config={**spec.model_config, "dim": width},
+            model_config={**spec.model_config, "dim": dim},
             train_config={"seed": cfg.joint.seed, **spec.train_config},
             preprocess=to_dict(prepared.preprocess),
             candidates=to_dict(prepared.candidates),
@@ -363,10 +472,10 @@ def domain_model(cfg: BDLMConfig, dataset: str, prepared, folder: Path, width: i
     model = build_model(
         saved["model"], prepared.split.n_users, prepared.split.n_items, saved.get("model_config")
     )
-    if getattr(model.config, "dim", width) != width:
+    if getattr(model.config, "dim", width) != width and cfg.projection == "copy":
         raise ConfigError(
             f"{run}: the domain model is {model.config.dim} wide but the LLM {width}; train it "
-            f"with model_config.dim = {width}"
+            f"with model_config.dim = {width}, or set bdlm.projection: orthogonal"
         )
     train = prepared.split.train
     model.prepare(train["user"].to_numpy(), train["item"].to_numpy())

@@ -18,7 +18,12 @@ norm ~1 the element mean is ~1e-5 of the SFT loss, so under Adam lambda in {1e-3
 moves anything; ``"row"`` puts that grid on a scale where it does (the choice is the config's,
 and is saved with M).
 
-M lives in the domain model's space and starts as its tables (``from_tables``). The LLM's rows
+M lives in the domain model's space and starts as its tables (``from_tables``). When the domain
+model is narrower than the LLM (LightGCN at its best width, 64, against SmolLM2's 576), BDLM
+pre-loads through a fixed matrix P (d, width) with orthonormal rows (``E = P_U P / s``), and the
+LLM's rows meet M as ``s * E P^T``, their component in the pre-loaded subspace, mapped back to
+the domain width: M, both sides' rows and the mutual losses then live in one d-wide space, and
+SFT stays free in the other width - d directions. The LLM's rows
 are compared after a fixed scalar ``s`` (``scales["llm"]``): BDLM pre-loads E as the domain
 rows rescaled to the LM's embedding norm (``E = P / s``, see :mod:`lmrec.bdlm.run`), so that new
 tokens look like words to the first layer norm; ``s * E`` then equals P at the start, and the
@@ -70,6 +75,7 @@ class SharingModule(nn.Module):
         scales: dict[str, float] | None = None,
         write_rate: float = 1.0,
         reduction: str = "element",
+        llm_projection: Tensor | None = None,
     ) -> None:
         super().__init__()
         if users.ndim != 2 or items.ndim != 2 or users.shape[1] != items.shape[1]:
@@ -90,6 +96,20 @@ class SharingModule(nn.Module):
         self.register_buffer("scales", torch.tensor([float(scales[s]) for s in SIDES]))
         self.write_rate = float(write_rate)
         self.reduction = reduction
+        if llm_projection is not None and llm_projection.shape[0] != users.shape[1]:
+            raise ConfigError(
+                f"llm_projection maps to width {llm_projection.shape[0]}, but M is "
+                f"{users.shape[1]} wide"
+            )
+        self.llm_projection: Tensor | None
+        proj = None if llm_projection is None else llm_projection.detach().float().clone()
+        self.register_buffer("llm_projection", proj)
+
+    def _comparable(self, side: str, rows: Tensor) -> Tensor:
+        """A side's rows in M's space: the LLM's go through ``P^T`` when M is narrower."""
+        if side == "llm" and self.llm_projection is not None:
+            return rows @ self.llm_projection.to(rows).T
+        return rows
 
     @classmethod
     def from_tables(
@@ -99,9 +119,12 @@ class SharingModule(nn.Module):
         llm_scale: float = 1.0,
         write_rate: float = 1.0,
         reduction: str = "element",
+        llm_projection: Tensor | None = None,
     ) -> SharingModule:
         """M initialised from the domain model's ``user_item_embeddings()`` (P_U, Q_I)."""
-        return cls(users, items, {"llm": llm_scale, "drs": 1.0}, write_rate, reduction)
+        return cls(
+            users, items, {"llm": llm_scale, "drs": 1.0}, write_rate, reduction, llm_projection
+        )
 
     @property
     def dim(self) -> int:
@@ -122,6 +145,8 @@ class SharingModule(nn.Module):
         rows of ``users`` (U,) and ``items`` (I,); M is a constant target (no gradient).
         """
         s = self.scale(side).to(user_rows.dtype)
+        user_rows = self._comparable(side, user_rows)
+        item_rows = self._comparable(side, item_rows)
         target_u = self.users[users.to(self.users.device)].to(user_rows)
         target_i = self.items[items.to(self.items.device)].to(item_rows)
         loss = F.mse_loss(s * user_rows, target_u) + F.mse_loss(s * item_rows, target_i)
@@ -136,7 +161,7 @@ class SharingModule(nn.Module):
         r = self.write_rate
         for table, idx, rows in ((self.users, users, user_rows), (self.items, items, item_rows)):
             idx = idx.to(table.device)
-            new = s * rows.detach().to(table)
+            new = s * self._comparable(side, rows.detach().to(table))
             table[idx] = new if r == 1.0 else (1.0 - r) * table[idx] + r * new
 
     @torch.no_grad()
@@ -153,6 +178,8 @@ class SharingModule(nn.Module):
             "items": self.items.detach().cpu().contiguous(),
             "scales": self.scales.detach().cpu().contiguous(),
         }
+        if self.llm_projection is not None:
+            tensors["llm_projection"] = self.llm_projection.detach().cpu().contiguous()
         meta = {
             "write_rate": repr(self.write_rate),
             "reduction": self.reduction,
@@ -180,6 +207,7 @@ class SharingModule(nn.Module):
             scales,
             float(meta.get("write_rate", 1)),
             meta.get("reduction", "element"),
+            tensors.get("llm_projection"),
         )
 
     def load_state(self, other: SharingModule) -> None:
@@ -193,6 +221,10 @@ class SharingModule(nn.Module):
             self.users.copy_(other.users)
             self.items.copy_(other.items)
             self.scales.copy_(other.scales)
+            if (self.llm_projection is None) != (other.llm_projection is None):
+                raise DataError("saved M and this run disagree on the LLM projection")
+            if self.llm_projection is not None:
+                self.llm_projection.copy_(other.llm_projection)
         self.write_rate = other.write_rate
         self.reduction = other.reduction
 

@@ -51,7 +51,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lmrec.bdlm.aligned import AlignedBatches, Rows
+from lmrec.bdlm.aligned import ROW_SCHEDULES, AlignedBatches, Rows
 from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
@@ -67,6 +67,7 @@ from lmrec.llm.trainer import (
     batch_loss,
     enable_checkpointing,
     latest_checkpoint,
+    listwise_loss,
     load_optimizer_state,
     load_trainable,
     optimizer_state,
@@ -127,6 +128,13 @@ class JointConfig:
         Newest checkpoints kept.
     feature_batch_size:
         Prompt groups per forward pass when computing h_LLM.
+    rows:
+        The aligned rows' schedule (:mod:`lmrec.bdlm.aligned`): ``random`` (the domain model's
+        own rows) or ``recent`` (every user every epoch, the e-th most recent train item as the
+        target in epoch e: the test task's shape).
+    listwise_weight:
+        Weight of the listwise loss over the top-K prompts' candidate item-token logits
+        (:func:`lmrec.llm.trainer.listwise_loss`) added to the SFT loss; 0 leaves SFT alone.
     progress:
         Show a tqdm bar.
     """
@@ -149,6 +157,8 @@ class JointConfig:
     feature_batch_size: int = 8
     progress: bool = True
     num_threads: int = 0
+    rows: str = "random"
+    listwise_weight: float = 0.0
 
     def __post_init__(self) -> None:
         check_ints(
@@ -165,8 +175,12 @@ class JointConfig:
             },
         )
         check_numbers(
-            "joint", self, ("lam", "lr_drs", "lr_head", "weight_decay_drs", "native_weight")
+            "joint",
+            self,
+            ("lam", "lr_drs", "lr_head", "weight_decay_drs", "native_weight", "listwise_weight"),
         )
+        if self.rows not in ROW_SCHEDULES:
+            raise ConfigError(f"joint.rows must be one of {ROW_SCHEDULES}, got {self.rows!r}")
         if self.lr_drs == 0 or self.lr_head == 0:
             raise ConfigError("joint.lr_drs and joint.lr_head must be > 0")
         if not 0 < self.write_rate <= 1:
@@ -294,8 +308,24 @@ class JointTrainer:
         batch = {n: t.to(self.device) for n, t in self.collate(encoded).items()}
         torch.manual_seed(_stream_seed(self.cfg.seed, "llm", step))  # dropout masks
         s.llm.train()
-        loss = sft = batch_loss(s.llm, batch)
+        listwise = self.cfg.listwise_weight > 0 and "topk" in self.examples.tasks
+        if listwise:
+            sft, logits, labels = batch_loss(s.llm, batch, return_logits=True)
+            per_row = len(prompts) // len(rows)  # the top-K prompt leads each row's prompts
+            cands = self.batches.topk_candidates(rows, self.examples, epoch, k)
+            ranked = listwise_loss(
+                logits,
+                labels,
+                torch.arange(0, len(prompts), per_row, device=logits.device),
+                s.ids.token_ids("item", torch.as_tensor(cands)),
+            )
+        else:
+            sft = batch_loss(s.llm, batch)
+        loss = sft
         out = {"llm/sft": sft.item()}
+        if listwise:
+            loss = loss + self.cfg.listwise_weight * ranked
+            out["llm/listwise"] = ranked.item()
         users, items = self._shared(rows)
         shares = s.sharing is not None and s.ids is not None
         if shares and self.cfg.lam > 0:

@@ -5,8 +5,9 @@ last ``targets_per_user`` train interactions become targets, each predicted from
 before it. Top-K examples get ``n_candidates - 1`` negatives, interaction examples one positive
 ("Yes") and one negative ("No") per target; negatives are items the user has not interacted
 with in train (so nothing from the validation or test future leaks in), drawn uniformly, by
-popularity, or half and half (``mixed``, close to the evaluation sets' popularity + similarity
-mix).
+popularity, or half and half (``mixed``). ``candidates`` draws them with the candidate sets' own
+sampler (e.g. popularity + title similarity), as the test lists are drawn; BDLM's joint trainer
+reads that option (:mod:`lmrec.bdlm.aligned`).
 
 The loss (BDLM eqs. 3-4) is the usual next-token cross-entropy over the answer tokens only:
 labels are -100 on every prompt position, so the prompt conditions but is never predicted.
@@ -24,7 +25,7 @@ from lmrec.errors import ConfigError
 from lmrec.llm.prompts import Prompt, PromptBuilder, histories
 
 IGNORE = -100
-NEGATIVES = ("uniform", "popularity", "mixed")
+NEGATIVES = ("uniform", "popularity", "mixed", "candidates")
 
 
 @dataclass
@@ -80,6 +81,11 @@ class NegativeSampler:
 
 def training_examples(split, builder: PromptBuilder, config: ExampleConfig) -> list[Prompt]:
     """SFT prompts with answers from ``split.train`` (see the module docstring)."""
+    if config.negatives == "candidates":
+        raise ConfigError(
+            "examples.negatives: 'candidates' is read by BDLM's joint trainer (lmrec.bdlm); a "
+            "plain LLM run draws uniform, popularity or mixed negatives"
+        )
     rng = np.random.default_rng(config.seed)
     train = split.train
     popularity = np.bincount(train["item"].to_numpy(), minlength=split.n_items)

@@ -188,6 +188,19 @@ def _device_of(module) -> torch.device:
 # ---------------------------------------------------------------- pre-loading
 
 
+def orthogonal_projection(d: int, width: int, seed: int = 0) -> Tensor:
+    """A fixed, seeded (d, width) matrix with orthonormal rows when d <= width (columns else).
+
+    With d <= width, ``x @ P`` keeps every inner product of d-wide rows and ``(x @ P) @ P.T``
+    gives ``x`` back: BDLM pre-loads through it and compares the LLM's rows with M through
+    its transpose.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    g = torch.randn(max(d, width), min(d, width), generator=gen)
+    q, _ = torch.linalg.qr(g)  # (max, min) orthonormal columns
+    return (q.T if d <= width else q).contiguous()
+
+
 def project_table(
     table: Tensor,
     width: int,
@@ -225,11 +238,7 @@ def project_table(
             )
         return table.clone()
     if method == "orthogonal":
-        gen = torch.Generator().manual_seed(seed)
-        g = torch.randn(max(d, width), min(d, width), generator=gen)
-        q, _ = torch.linalg.qr(g)  # (max, min) orthonormal columns
-        proj = q.T if d <= width else q  # (d, width): orthonormal rows when d <= width
-        out = table @ proj
+        out = table @ orthogonal_projection(d, width, seed)
         if target_norm is not None:
             out = out * (target_norm / out.norm(dim=1).mean().clamp_min(1e-12))
         return out

@@ -64,8 +64,12 @@ class TrainConfig:
             raise ConfigError("train.keep_checkpoints must be >= 1")
 
 
-def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Answer-only cross-entropy of one left-padded batch, computing only the answers' logits."""
+def batch_loss(model, batch: dict[str, torch.Tensor], return_logits: bool = False):
+    """Answer-only cross-entropy of one left-padded batch, computing only the answers' logits.
+
+    With ``return_logits`` returns ``(loss, logits, labels)``: the logits of the last positions
+    and the labels aligned with them (what :func:`listwise_loss` reads).
+    """
     labels = batch["labels"]
     labelled = (labels != IGNORE).long()
     # first labelled column of the batch; the logit predicting it sits one position earlier
@@ -80,7 +84,28 @@ def batch_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits_to_keep=keep,
         **kwargs,
     )
-    return answer_loss(out.logits, labels[:, -keep:])
+    loss = answer_loss(out.logits, labels[:, -keep:])
+    if return_logits:
+        return loss, out.logits, labels[:, -keep:]
+    return loss
+
+
+def listwise_loss(
+    logits: torch.Tensor, labels: torch.Tensor, rows: torch.Tensor, candidate_ids: torch.Tensor
+) -> torch.Tensor:
+    """Softmax cross-entropy over each top-K prompt's candidates' item-token logits.
+
+    ``logits`` (B, T, V) and ``labels`` (B, T) from :func:`batch_loss`; ``rows`` (R,) the batch
+    rows that are top-K prompts; ``candidate_ids`` (R, C) their candidates' token ids, the
+    target in column 0. The logit that predicts a row's first answer token (the item token) is
+    read at the position before it, restricted to the C candidates: the ranking the evaluation
+    makes, trained directly.
+    """
+    first = (labels[rows] != IGNORE).long().argmax(1)  # first answer column of each row
+    at = logits[rows, first - 1].float()  # (R, V)
+    scores = at.gather(1, candidate_ids.to(at.device))  # (R, C)
+    target = torch.zeros(len(rows), dtype=torch.long, device=at.device)
+    return torch.nn.functional.cross_entropy(scores, target)
 
 
 class LLMOptimizer:

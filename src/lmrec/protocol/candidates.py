@@ -290,29 +290,7 @@ def build_candidates(
         ``("valid", "test")``.
     """
     cfg = cfg or CandidateConfig()
-    _check_split(dataset, split)
-    frames = [dataset.inter, split.train, split.valid, split.test]
-    seen = SeenItems.from_pairs(
-        np.concatenate([f["user"].to_numpy() for f in frames]),
-        np.concatenate([f["item"].to_numpy() for f in frames]),
-        dataset.n_users,
-        dataset.n_items,
-    )
-    popularity = np.bincount(split.train["item"].to_numpy(), minlength=dataset.n_items)
-    sampler_cls = SAMPLERS.get(cfg.sampler)
-    if sampler_cls.needs_text and embeddings is None:
-        embeddings = encode_titles(item_texts(dataset), cfg.encoder)
-    if embeddings is not None:
-        embeddings = np.asarray(embeddings, dtype=np.float32)
-    ctx = SamplingContext(
-        seen,
-        popularity.astype(np.float64),
-        embeddings,
-        popularity_alpha=float(cfg.popularity_alpha),
-        textsim_top=cfg.textsim_top,
-        mix_popularity=float(cfg.mix_popularity),
-    )
-    sampler = sampler_cls(ctx)
+    sampler = make_candidate_sampler(dataset, split, cfg, embeddings)
     base_meta = {
         "dataset": dataset.stats(),
         "preprocess": dict(preprocess) if preprocess is not None else None,
@@ -341,6 +319,43 @@ def build_candidates(
         cset.meta["content_hash"] = cset.compute_hash()
         out[(task, stage)] = cset
     return out
+
+
+def make_candidate_sampler(
+    dataset: Dataset,
+    split: Split,
+    cfg: CandidateConfig | None = None,
+    embeddings: np.ndarray | None = None,
+):
+    """The negative sampler of ``cfg`` over this split: what builds the candidate sets.
+
+    Its negatives are never an item the user interacted with in any split. BDLM's LLM side
+    draws its training candidates with it too, so training lists look like test lists.
+    """
+    cfg = cfg or CandidateConfig()
+    _check_split(dataset, split)
+    frames = [dataset.inter, split.train, split.valid, split.test]
+    seen = SeenItems.from_pairs(
+        np.concatenate([f["user"].to_numpy() for f in frames]),
+        np.concatenate([f["item"].to_numpy() for f in frames]),
+        dataset.n_users,
+        dataset.n_items,
+    )
+    popularity = np.bincount(split.train["item"].to_numpy(), minlength=dataset.n_items)
+    sampler_cls = SAMPLERS.get(cfg.sampler)
+    if sampler_cls.needs_text and embeddings is None:
+        embeddings = encode_titles(item_texts(dataset), cfg.encoder)
+    if embeddings is not None:
+        embeddings = np.asarray(embeddings, dtype=np.float32)
+    ctx = SamplingContext(
+        seen,
+        popularity.astype(np.float64),
+        embeddings,
+        popularity_alpha=float(cfg.popularity_alpha),
+        textsim_top=cfg.textsim_top,
+        mix_popularity=float(cfg.mix_popularity),
+    )
+    return sampler_cls(ctx)
 
 
 def _check_split(dataset: Dataset, split: Split) -> None:
