@@ -9,9 +9,11 @@ SCRIPT = """
 import sys
 import psutil
 import torch
-from lmrec.utils.memory import fix_malloc_threshold
+from lmrec.utils.memory import configure_malloc, fix_malloc_threshold
 if sys.argv[1] == "fixed":
     assert fix_malloc_threshold()
+elif sys.argv[1] != "default":
+    assert configure_malloc(sys.argv[1])
 big = torch.ones(16 * 2**20 // 4)  # a 16 MB block, freed: glibc raises its mmap threshold
 del big
 blocks = [torch.ones(2**20 // 4) for _ in range(200)]  # 200 x 1 MB
@@ -38,3 +40,15 @@ def test_fixed_threshold_returns_freed_blocks_to_the_os():
     # 100 MB freed in 1 MB holes: kept by the default heap, returned with the fixed threshold.
     assert _released_mb("default") < 20
     assert _released_mb("fixed") > 80
+    assert _released_mb("release") > 80
+    # reuse: 1 MB holes stay in the heap for the next step's tensors
+    assert _released_mb("reuse") < 20
+
+
+def test_malloc_policy_names_are_checked(monkeypatch):
+    from lmrec.utils.memory import configure_malloc
+
+    with pytest.raises(ValueError, match="reuse, release, off"):
+        configure_malloc("fast")
+    monkeypatch.setenv("LMREC_MALLOC", "off")
+    assert configure_malloc("release") is False  # the environment wins: nothing applied

@@ -79,7 +79,7 @@ from lmrec.llm.trainer import (
 )
 from lmrec.train.checkpoint import load_optimizer, load_weights, save_optimizer, save_weights
 from lmrec.utils.io import read_json, write_json
-from lmrec.utils.memory import fix_malloc_threshold
+from lmrec.utils.memory import configure_malloc
 
 # Keys of JointConfig that may change when a run is resumed (they change nothing computed).
 RESUMABLE_FIELDS = frozenset({"epochs", "progress", "num_threads", "save_every"})
@@ -425,7 +425,7 @@ class JointTrainer:
         if self.cfg.num_threads:
             torch.set_num_threads(self.cfg.num_threads)
         if self.device.type == "cpu":
-            fix_malloc_threshold()  # freed activations go back to the OS (lmrec.utils.memory)
+            configure_malloc()  # reuse freed activations (lmrec.utils.memory)
         start = self.resume() if self.out_dir is not None else 0
         total = self.total_steps
         per_epoch = self.batches.n_batches()

@@ -224,7 +224,11 @@ class ExperimentConfig:
     paper_reference:
         Print the BDLM paper's Table 3 (ML-1M) beside our ML-1M figures.
     ablation, lambda_sweep:
-        Optional charts (issue 5).
+        Optional charts.
+    reference:
+        The method every top-K row is compared with on the same users in the report's paired
+        test (e.g. ``lightgcn``); None picks the first domain-model method other than
+        popularity, if any.
     """
 
     name: str
@@ -240,6 +244,7 @@ class ExperimentConfig:
     paper_reference: bool = True
     ablation: AblationSpec | None = None
     lambda_sweep: LambdaSweepSpec | None = None
+    reference: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -275,6 +280,11 @@ class ExperimentConfig:
                     f"the dataset labels ({', '.join(sorted(labels))})"
                 )
         known = {m.name for m in self.methods}
+        if self.reference is not None and self.reference not in known:
+            raise ConfigError(
+                f"experiment.reference: {self.reference!r} is not among the methods "
+                f"({', '.join(sorted(known))})"
+            )
         for section in ("ablation", "lambda_sweep"):
             spec = getattr(self, section)
             named = list(spec.methods) if spec else []
@@ -286,6 +296,15 @@ class ExperimentConfig:
                     f"experiment.{section}.methods: {', '.join(missing)} not among the methods "
                     f"({', '.join(sorted(known))})"
                 )
+
+    def reference_method(self) -> str | None:
+        """The paired test's reference (``reference``, else the first domain model)."""
+        if self.reference is not None:
+            return self.reference
+        for m in self.methods:
+            if m.kind == "domain" and m.model != "popularity":
+                return m.name
+        return None
 
     def method(self, name: str) -> MethodSpec:
         """The method called ``name``."""

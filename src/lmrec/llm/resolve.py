@@ -113,9 +113,9 @@ def load_llm(
 
     dev = resolve_device(device)
     if dev.type == "cpu":
-        from lmrec.utils.memory import fix_malloc_threshold
+        from lmrec.utils.memory import configure_malloc
 
-        fix_malloc_threshold()  # LLM activations on CPU: keep RSS near live tensors
+        configure_malloc()  # LLM activations on CPU (lmrec.utils.memory)
     dt = resolve_dtype(dtype, dev)
     if spec.startswith("tiny-llama"):
         model, tok = tiny_llama(spec.partition(":")[2] or "auto", seed=seed)

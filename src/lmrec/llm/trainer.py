@@ -34,7 +34,7 @@ from lmrec.llm.prompts import Prompt
 from lmrec.llm.scoring import is_prompt_learning, model_device
 from lmrec.llm.sft import IGNORE, SFTCollator, answer_loss, encode_example
 from lmrec.utils.io import read_json, write_json
-from lmrec.utils.memory import fix_malloc_threshold
+from lmrec.utils.memory import configure_malloc
 
 
 @dataclass
@@ -184,7 +184,7 @@ def train_sft(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     else:
-        fix_malloc_threshold()  # freed activations go back to the OS (lmrec.utils.memory)
+        configure_malloc()  # reuse freed activations (lmrec.utils.memory)
     bar = tqdm(
         range(start, total), desc="llm sft", disable=not progress, initial=start, total=total
     )

@@ -37,6 +37,7 @@ from lmrec.train.checkpoint import (
     set_rng_state,
     weights_metadata,
 )
+from lmrec.utils.memory import configure_malloc
 
 BEST_FILE = "best.safetensors"
 # Fields that may change when a run is resumed: ``epochs`` may grow to train a finished run
@@ -213,6 +214,7 @@ def train(
     device = resolve_device(cfg.device)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
+    configure_malloc()  # reuse freed activations between steps (lmrec.utils.memory)
     seed_everything(cfg.seed)
     model.to(device)
     # What models build from the train data (LightGCN's graph, popularity's counts) is not in

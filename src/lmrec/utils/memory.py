@@ -1,15 +1,27 @@
-"""Keep the resident memory of CPU training close to what its tensors need.
+"""How glibc's malloc serves CPU tensors: reuse freed blocks, without letting the heap run away.
 
-PyTorch on CPU allocates tensors with the C library's ``malloc``. glibc serves a large block
-with ``mmap`` (returned to the OS on ``free``) only while it is above a threshold that glibc
-raises, by default, every time such a block is freed, up to 32 MiB. After the first few layers of
-a transformer's forward pass every activation of an LLM batch is below the raised threshold, so
-it lands in the heap, and the heap keeps the memory after the tensor dies: on SmolLM2 with
-ML-1M prompts (batch 8, ~440 tokens, gradient checkpointing) the process reached 5.8 GB of
-resident memory after one forward pass whose saved tensors were ~0.3 GB. Fixing the threshold
-(``M_MMAP_THRESHOLD``), which also switches the raising off, brought the same forward pass to
-1.7 GB. This is what the ``MALLOC_MMAP_THRESHOLD_`` environment variable does, set from inside
-the process so that a library call gets it too.
+PyTorch on CPU allocates tensors with the C library's ``malloc``. glibc serves a block of at
+least ``M_MMAP_THRESHOLD`` bytes with ``mmap`` (returned to the OS on ``free``) and smaller ones
+from its heaps, and by default raises that threshold each time an mmapped block is freed (up to
+32 MiB) and trims the heap top once more than twice that is free.
+
+Two failure modes, both measured on SmolLM2-135M on 2 cores:
+
+- The default's moving threshold kept freed activations in the heap (ML-1M prompts with titles,
+  LoRA, batch 8: 7.4 GB resident where the live tensors were ~2 GB).
+- lmrec's earlier fix, a fixed 128 KiB threshold with trimming at 128 KiB, bought that memory
+  back with time: every activation was mmapped and unmapped at every step, and each page
+  faulted in again (full fine-tuning on ~90-token prompts, batch 8: 1.1 million minor page
+  faults and 2.2 s of system time per 4 s step; a third of ``make demo``'s CPU time went to the
+  kernel).
+
+``reuse`` (the default policy) fixes the threshold at glibc's maximum (32 MiB: the weights'
+gradients and the vocabulary-sized blocks are still mmapped and given back) and trims the heap
+only past 256 MiB of free top, so a training step reuses the blocks the previous step freed
+(the same step: 175 thousand faults, 0.9 s of system time, 3.0 s wall). Fixing the threshold
+also switches off glibc's raising. ``release`` is the earlier 128 KiB policy (smallest resident
+memory, most system time); ``off`` leaves glibc alone. ``LMREC_MALLOC`` overrides the policy
+for every call, without a code change.
 """
 
 from __future__ import annotations
@@ -22,6 +34,31 @@ import sys
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
 DEFAULT_THRESHOLD = 128 * 1024  # glibc's own starting value
+POLICIES = {
+    # policy: (mmap threshold, trim threshold) in bytes; None leaves glibc's defaults
+    "reuse": (32 * 2**20, 256 * 2**20),
+    "release": (DEFAULT_THRESHOLD, DEFAULT_THRESHOLD),
+    "off": None,
+}
+
+
+def configure_malloc(policy: str | None = None) -> bool:
+    """Apply a malloc policy of :data:`POLICIES` (default ``reuse``; ``$LMREC_MALLOC`` wins).
+
+    Returns True when glibc took the settings, False where there is no glibc ``mallopt`` or the
+    policy is ``off`` (nothing changes then). Safe to call more than once.
+    """
+    import os
+
+    policy = os.environ.get("LMREC_MALLOC") or policy or "reuse"
+    if policy not in POLICIES:
+        raise ValueError(
+            f"malloc policy must be one of {', '.join(POLICIES)}, got {policy!r} (LMREC_MALLOC?)"
+        )
+    values = POLICIES[policy]
+    if values is None:
+        return False
+    return fix_malloc_threshold(*values)
 
 
 @functools.cache
@@ -36,8 +73,9 @@ def _libc():
     return libc
 
 
-def fix_malloc_threshold(threshold: int = DEFAULT_THRESHOLD) -> bool:
-    """Serve blocks of ``threshold`` bytes and more with ``mmap`` from now on (glibc only).
+def fix_malloc_threshold(threshold: int = DEFAULT_THRESHOLD, trim: int | None = None) -> bool:
+    """Serve blocks of ``threshold`` bytes and more with ``mmap`` from now on (glibc only), and
+    give the heap top back once ``trim`` bytes of it are free (default: ``threshold``).
 
     Returns True when the setting was applied, False where there is no glibc ``mallopt`` (other
     systems, other C libraries), in which case nothing changes. Safe to call more than once.
@@ -47,5 +85,5 @@ def fix_malloc_threshold(threshold: int = DEFAULT_THRESHOLD) -> bool:
         return False
     ok = libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
     # Trim the heap top back to the OS as soon as this much of it is free.
-    ok &= libc.mallopt(M_TRIM_THRESHOLD, int(threshold)) == 1
+    ok &= libc.mallopt(M_TRIM_THRESHOLD, int(threshold if trim is None else trim)) == 1
     return bool(ok)
