@@ -197,6 +197,43 @@ def llm_evaluate_cmd(
     console.print(metrics_table({str(run or dataset): metrics}))
 
 
+@llm_app.command("prompts")
+def llm_prompts_cmd(
+    dataset: Annotated[str, typer.Argument(help="Dataset name or spec.")],
+    out: Annotated[Path, typer.Option(help="The JSON-lines file to write.")],
+    split: Annotated[str, typer.Option(help="train, valid or test.")] = "test",
+    task: Annotated[str, typer.Option(help="topk or interaction.")] = "topk",
+    config: Annotated[
+        Path | None, typer.Option(help="YAML of PromptConfig fields (templates, max_history).")
+    ] = None,
+    sampler: Annotated[str, typer.Option(help="Candidate sampler of the saved sets.")] = "mixed",
+    epoch: Annotated[int, typer.Option(help="Training epoch (train split).")] = 1,
+    seed: Annotated[int, typer.Option(help="Training seed (train split).")] = 0,
+    batch_size: Annotated[
+        int, typer.Option(help="The joint trainer's batch size (train split).")
+    ] = 16,
+    data_dir: DataDir = None,
+) -> None:
+    """Write the prompts exactly as the LLM sees them, one JSON object a line."""
+    from lmrec.config import load_file
+    from lmrec.llm.dump import write_prompts
+
+    prompt = load_file(config) if config else {"topk": "id-topk", "interaction": "id-interaction"}
+    n = write_prompts(
+        dataset,
+        split,
+        task,
+        out,
+        prompt=prompt,
+        candidates={"sampler": sampler},
+        data_dir=data_dir,
+        epoch=epoch,
+        seed=seed,
+        batch_size=batch_size,
+    )
+    console.print(f"{n} {task} prompts of the {split} split written to {out}")
+
+
 @app.command("experiment")
 def experiment(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (datasets x methods x seeds).")],

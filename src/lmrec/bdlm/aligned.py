@@ -53,6 +53,8 @@ ROW_SCHEDULES = ("random", "recent")
 
 # Separate seed streams: the LLM's extra top-K negatives never consume the row stream.
 LLM_NEGATIVES_STREAM = 1
+RECENT_STREAM = 2
+STREAM_TAG = 0xB41D  # last word of every seed list here (see topk_candidates)
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ class AlignedBatches:
 
     def _recent(self, epoch: int) -> dict[str, np.ndarray]:
         """Rows of the ``recent`` schedule for epoch ``epoch`` (from 1)."""
-        rng = np.random.default_rng([self.seed, epoch, 7])
+        rng = np.random.default_rng([self.seed, RECENT_STREAM, epoch, STREAM_TAG])
         users = rng.permutation(self._recent_users)
         lengths = self.seen.lengths()[users]
         # the e-th most recent train item; users with fewer items cycle back to their last
@@ -200,7 +202,9 @@ class AlignedBatches:
         self, rows: Rows, examples: ExampleConfig, epoch: int, k: int
     ) -> np.ndarray:
         """(B, n_candidates) top-K candidates of the rows, the target in column 0."""
-        rng = np.random.default_rng([self.seed, LLM_NEGATIVES_STREAM, epoch, k])
+        # a non-zero last word: numpy drops trailing zeros of a seed list, which would make
+        # batch 0 share its stream with other users of the seed
+        rng = np.random.default_rng([self.seed, LLM_NEGATIVES_STREAM, epoch, k, STREAM_TAG])
         n = examples.n_candidates
         if self.negatives is not None:
             negs = self.negatives.sample(rows.users, rows.pos, n - 1, rng).items

@@ -38,7 +38,7 @@ ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def evaluate_candidates(
-    scorer: Callable[[str], ScoreFn],
+    scorer: Callable[[str, str], ScoreFn],
     sets: Mapping[tuple[str, str], CandidateSet],
     *,
     tasks: tuple[str, ...] = ("topk", "interaction"),
@@ -51,8 +51,8 @@ def evaluate_candidates(
 
     ``ranks_to``: also write the test users' top-K ranks there.
 
-    ``scorer(stage)`` returns the ``score_fn(users, items)`` of that stage (prompts show the
-    history before the stage).
+    ``scorer(stage, task)`` returns the ``score_fn(users, items)`` of that stage and task
+    (prompts show the history before the stage).
     """
     from lmrec.eval.evaluator import (
         choose_threshold,
@@ -64,7 +64,7 @@ def evaluate_candidates(
     out: dict[str, float] = {}
     if "topk" in tasks:
         cands = sets[("topk", "test")].head(limit)
-        scores = score_candidates(scorer("test"), cands, batch_size, progress)
+        scores = score_candidates(scorer("test", "topk"), cands, batch_size, progress)
         topk = topk_metrics(scores, cands.labels, TOPK_CUTOFFS)
         out.update({f"topk/{k}": v for k, v in topk.items()})
         if ranks_to is not None:
@@ -73,10 +73,11 @@ def evaluate_candidates(
     if "interaction" in tasks:
         valid = sets[("interaction", "valid")].head(limit)
         threshold = choose_threshold(
-            score_candidates(scorer("valid"), valid, batch_size, progress), valid.labels
+            score_candidates(scorer("valid", "interaction"), valid, batch_size, progress),
+            valid.labels,
         )
         test = sets[("interaction", "test")].head(limit)
-        scores = score_candidates(scorer("test"), test, batch_size, progress)
+        scores = score_candidates(scorer("test", "interaction"), test, batch_size, progress)
         inter = interaction_metrics(scores, test.labels, threshold)
         out.update({f"interaction/{k}": v for k, v in inter.items()})
         out["interaction/threshold"] = threshold
@@ -186,9 +187,10 @@ def evaluate_cascade(
     cascade.eval()
     llm.eval()
 
-    def scorer(stage: str) -> ScoreFn:
+    def scorer(stage: str, task: str) -> ScoreFn:
         hist = histories(split.history_before(stage), split.n_users)
-        table = (llm_scores or {}).get(stage)
+        # only top-K lists have LLM list scores; interaction pairs read 0 in that column
+        table = (llm_scores or {}).get(stage) if task == "topk" else None
         return CascadeScorer(cascade, llm, tokenizer, builder, hist, cache, table)
 
     return evaluate_candidates(
@@ -226,7 +228,7 @@ def evaluate_domain(
         return model.score(u, it).float().cpu().numpy()
 
     return evaluate_candidates(
-        lambda stage: score,
+        lambda stage, task: score,
         prepared.sets,
         tasks=tasks,
         limit=limit,

@@ -305,6 +305,8 @@ def refit_on_lists(
     cascade.eval()
     llm.eval()
     lists = prepared.sets[("topk", "valid")]
+    if llm_scores is not None:  # the lists the LLM scored (eval_limit may have cut them)
+        lists = lists.head(len(llm_scores.users))
     hist = histories(prepared.split.history_before("valid"), prepared.split.n_users)
     scorer = CascadeScorer(cascade, llm, tokenizer, builder, hist, cache, llm_scores)
     tables = cascade.tables()

@@ -166,6 +166,21 @@ class BDLMConfig:
                 "bdlm.cascade_refit refits the paper's linear head over [f_DRS ; h_LLM]: it needs "
                 "cascade.hidden 0 and cascade.use_llm_feature true"
             )
+        if (
+            self.joint.listwise_weight > 0
+            and "topk" in self.llm.examples.tasks
+            and (not self.llm.id_tokens or self.llm.prompt.template("topk").answer != "item_token")
+        ):
+            raise ConfigError(
+                "bdlm.joint.listwise_weight reads the candidates' item-token logits: it needs "
+                "llm.id_tokens true and a top-K template that answers with an item token "
+                "(e.g. id-topk or bdlm-topk)"
+            )
+        if self.cascade.use_llm_score and self.cascade_refit.rows != "lists":
+            raise ConfigError(
+                "bdlm.cascade.use_llm_score: the LLM-score column is fitted only by "
+                "cascade_refit.rows 'lists' (joint training feeds it 0); set both"
+            )
         if self.projection not in PROJECTIONS:
             raise ConfigError(
                 f"bdlm.projection must be one of {PROJECTIONS}, got {self.projection!r}"
@@ -253,6 +268,11 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     if cfg.projection == "orthogonal":
         from lmrec.llm.tokens import orthogonal_projection
 
+        if p_u.shape[1] > width:
+            raise ConfigError(
+                f"bdlm.projection orthogonal maps a narrower domain model into the LLM; the "
+                f"domain model is {p_u.shape[1]} wide and the LLM {width}"
+            )
         proj = orthogonal_projection(p_u.shape[1], width, seed=cfg.llm.preload.seed)
 
     sharing, record = None, {"id_tokens": ids is not None}

@@ -118,7 +118,8 @@ def paired_comparison(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> dict[str, float]:
-    """HR@k of A minus B on the (seed, user) keys both have.
+    """HR@k of A minus B on the (seed, user) keys both have (means over seeds of each seed's
+    mean, as the report's rows).
 
     Returns ``n`` (pairs), ``a`` / ``b`` (their HR@k on those pairs), ``diff``, ``low`` /
     ``high`` (paired bootstrap 95% interval of the difference, resampling within each seed),
@@ -131,14 +132,17 @@ def paired_comparison(
     hit_b = np.array([b[key] <= k for key in keys], dtype=np.float64)
     seeds = np.array([key[0] for key in keys])
     diffs = [hit_a[seeds == s] - hit_b[seeds == s] for s in np.unique(seeds)]
-    _, low, high = bootstrap_interval(diffs, n_boot=n_boot, seed=seed)
+    # the mean over seeds of each seed's difference, like the interval and the report's means
+    diff, low, high = bootstrap_interval(diffs, n_boot=n_boot, seed=seed)
+    per_seed_a = float(np.mean([hit_a[seeds == s].mean() for s in np.unique(seeds)]))
+    per_seed_b = float(np.mean([hit_b[seeds == s].mean() for s in np.unique(seeds)]))
     only_a = int(((hit_a == 1) & (hit_b == 0)).sum())
     only_b = int(((hit_a == 0) & (hit_b == 1)).sum())
     return {
         "n": float(len(keys)),
-        "a": float(hit_a.mean()),
-        "b": float(hit_b.mean()),
-        "diff": float(hit_a.mean() - hit_b.mean()),
+        "a": per_seed_a,
+        "b": per_seed_b,
+        "diff": diff,
         "low": low,
         "high": high,
         "only_a": float(only_a),

@@ -586,8 +586,12 @@ def write_report(cfg: ExperimentConfig, out: str | Path, *, source: str | None =
 
     Returns the path of ``report.md``.
     """
+    from lmrec.experiment.paired import collect_ranks, paired_markdown, paired_results
+
     out = Path(out)
     results = collect_results(cfg, out)
+    paired = paired_results(cfg, collect_ranks(cfg, out))
+    results["paired"] = paired
     write_json(out / RESULTS_JSON, results)
     atomic_write_text(out / RESULTS_CSV, results_csv(results))
     finished = sum(c["status"] == "finished" for c in results["cells"])
@@ -609,6 +613,14 @@ def write_report(cfg: ExperimentConfig, out: str | Path, *, source: str | None =
         stats_section(results),
         "## Top-K and interaction prediction (the paper's Table 3 layout)",
         table3_markdown(results),
+        "## HR@1 with 95% intervals, and paired against the reference on the same users",
+        "Intervals: bootstrap over users (resampled within each seed, seeds pooled). The "
+        "paired columns compare each row with the reference method on the (seed, user) pairs "
+        "both scored: the difference of HR@1 with its paired-bootstrap interval, the ratio of "
+        "the two HR@1, how many users only one of them ranks first, and McNemar's exact test."
+        if paired
+        else "",
+        paired_markdown(cfg, paired) if paired else "",
         "## Full ranking (HR@10, NDCG@10, Recall@10; seen items masked)",
         full_ranking_markdown(results),
         "## More metrics (NDCG@20, MRR over the 20 candidates; interaction AUC)",

@@ -228,6 +228,13 @@ def _run(
 
         console.print("On the same users (methods scored on a subset, beside their domain model):")
         console.print(Markdown(same))
+    if results.get("paired"):
+        from rich.markdown import Markdown
+
+        from lmrec.experiment.paired import paired_markdown
+
+        console.print("HR@1 with 95% intervals, paired against the reference on the same users:")
+        console.print(Markdown(paired_markdown(cfg, results["paired"])))
     console.print(f"report: {report}")
     if failures:
         lines = "\n".join(f"- {c.id}: {_first_line(e)}" for c, e in failures)

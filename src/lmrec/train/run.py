@@ -27,6 +27,7 @@ from lmrec.models.base import Recommender
 from lmrec.protocol.split import Split
 from lmrec.train.batches import Histories
 from lmrec.train.checkpoint import find_checkpoint, load_weights, read_state
+from lmrec.train.defaults import train_defaults
 from lmrec.train.trainer import (
     BEST_FILE,
     TrainConfig,
@@ -95,6 +96,7 @@ def train_run(
     preprocess = preprocess if preprocess is not None else sections.get("preprocess")
     candidates = candidates if candidates is not None else sections.get("candidates")
 
+    train_config = train_defaults(model_name, train_config)  # the model's own best settings
     cfg = from_dict(TrainConfig, train_config, "train")
     # A bad model name or config key fails here, before minutes of data loading.
     from_dict(model_config_class(model_name), model_config, f"model.{model_name}")
