@@ -120,3 +120,18 @@ def test_listwise_refit_uses_the_llm_score_where_the_domain_model_fails(tmp_path
     fused = out["domain_scale"] * f_logit + out["llm_score_weight"] * s
     top1 = (fused.argmax(1) == 0).float().mean()
     assert top1 > max((f_logit.argmax(1) == 0).float().mean(), (s.argmax(1) == 0).float().mean())
+
+
+def test_a_fitted_linear_map_with_bias_round_trips_through_m(tmp_path):
+    torch.manual_seed(0)
+    p_u, q_i = torch.randn(4, 8), torch.randn(6, 8)
+    w, b = torch.randn(8, 48), torch.randn(48)
+    e_u, e_i = p_u @ w + b, q_i @ w + b  # the LLM's pre-loaded rows (scale 1)
+    m = SharingModule.from_tables(p_u, q_i, 1.0, llm_projection=w, llm_offset=b)
+    users, items = torch.arange(4), torch.arange(6)
+    assert m.distance("llm", users, items, e_u, e_i) < 1e-8
+    m.save(tmp_path / "m.safetensors")
+    again = SharingModule.load(tmp_path / "m.safetensors")
+    assert again.distance("llm", users, items, e_u, e_i) < 1e-8
+    m.write("llm", users, items, e_u + 0.5 * (e_u - b), e_i)  # 1.5 x the domain rows, mapped back
+    assert torch.allclose(m.users, 1.5 * p_u, atol=1e-4)

@@ -146,3 +146,73 @@ def test_gpt4sm_cell_kind_runs_gpt4sm(tmp_path):
     saved = read_json(cell / "run" / "config.json")
     assert saved["llm"] == "tiny-llama" and saved["train"]["seed"] == 0
     assert (cell / "run" / "features.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"joint": {"listwise_weight": 1.0}, "llm": {"id_tokens": False}}, "listwise_weight"),
+        ({"cascade": {"use_llm_score": True}}, "use_llm_score"),
+        ({"cascade_refit": {"rows": "lists"}}, "use_llm_score true"),
+        ({"projection": "pca"}, "bdlm.projection"),
+    ],
+)
+def test_recipe_config_errors_name_the_field(config, message):
+    if config.get("llm", {}).get("id_tokens") is False:
+        config = {**config, "preload": False, "joint": {**config["joint"], "lam": 0}}
+    with pytest.raises(ConfigError, match=message):
+        from_dict(BDLMConfig, config, "bdlm")
+
+
+@pytest.mark.slow
+def test_the_recipe_runs_end_to_end_and_its_ranks_match_its_metrics(tmp_path):
+    """Test-shaped rows, protocol negatives, listwise loss, a 16-wide LightGCN projected into the
+    48-wide tiny Llama, the LLM-score column fitted on the validation lists; every user scored."""
+    import numpy as np
+
+    from lmrec.bdlm.run import ranks_file, run_bdlm
+    from lmrec.eval.significance import read_ranks
+    from lmrec.utils.io import read_json
+
+    torch.set_num_threads(2)
+    llm = {
+        **TINY_LLM,
+        "model": "tiny-llama",
+        "eval_limit": 0,
+        "tasks": ["topk"],
+        "mode": {"mode": "full"},
+        "examples": {"tasks": ["topk"], "n_candidates": 20, "negatives": "candidates"},
+    }
+    config = {
+        "llm": llm,
+        "domain": {
+            "model": "lightgcn",
+            "model_config": {"dim": 16, "n_layers": 1},
+            "train_config": {"epochs": 1, "progress": False},
+        },
+        "projection": "orthogonal",
+        "joint": {
+            "rows": "recent",
+            "rows_per_epoch": 32,
+            "batch_size": 16,
+            "epochs": 1,
+            "listwise_weight": 1.0,
+            "mutual_reduction": "row",
+            "progress": False,
+        },
+        "cascade": {"use_llm_feature": False, "use_llm_score": True},
+        "cascade_refit": {"rows": "lists", "steps": 50},
+        "candidates": {"sampler": "popularity"},
+    }
+    metrics = run_bdlm("ml-100k", config, tmp_path)
+    assert metrics["llm"]["eval/users"] == 943.0
+    assert "train/refit/llm_score_weight" not in metrics  # train scalars sit under "train"
+    assert "refit/llm_score_weight" in metrics["train"]
+    for side in ("llm", "drs", "domain"):
+        ranks = read_ranks(tmp_path / ranks_file(side))
+        assert len(ranks) == 943
+        hits = np.mean([r == 1 for r in ranks.values()])
+        assert metrics[side]["topk/HR@1"] == pytest.approx(hits)
+    m = SharingModule.load(tmp_path / "sharing.safetensors")
+    assert m.users.shape == (943, 16) and m.llm_projection.shape == (16, 48)
+    assert read_json(tmp_path / "preload.json")["projection"] == "orthogonal"

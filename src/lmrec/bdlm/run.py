@@ -54,7 +54,7 @@ from lmrec.utils.io import read_json, write_json
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 SIDES = ("llm", "drs")
-PROJECTIONS = ("copy", "orthogonal")
+PROJECTIONS = ("copy", "orthogonal", "linear")
 # llm.train fields that the joint schedule owns (JointConfig has them instead).
 _SCHEDULE = {
     "epochs": "joint.epochs",
@@ -117,10 +117,11 @@ class BDLMConfig:
         Pre-load the user/item tokens from the domain model (false: *w/o PE*).
     projection:
         How domain rows reach the LLM's width: ``copy`` (the domain model is as wide as the
-        LLM, the paper's setting) or ``orthogonal`` (a domain model of any width, e.g.
-        LightGCN at its best width 64, mapped by a fixed seeded matrix with orthonormal rows and
-        rescaled to the LM's embedding norm; M stays in the domain width, see
-        :mod:`lmrec.bdlm.sharing`).
+        LLM, the paper's setting), ``orthogonal`` (a narrower domain model, e.g. LightGCN at its
+        best width 64, mapped by a fixed seeded matrix with orthonormal rows and rescaled to the
+        LM's embedding norm) or ``linear`` (a map with bias fitted by ridge least squares from
+        the item rows to the LM embedding of their titles, so items land near their words);
+        M stays in the domain width (:mod:`lmrec.bdlm.sharing`).
     share_prefix:
         Compute h_LLM of prompts with a common beginning from one encoding of it.
     evaluate:
@@ -264,16 +265,18 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     domain = domain_model(cfg, dataset, prepared, out / "domain", width).to(device)
     with torch.no_grad():
         p_u, q_i = (t.detach().float().cpu() for t in domain.user_item_embeddings())
-    proj = None
+    proj = offset = None
+    if cfg.projection != "copy" and p_u.shape[1] > width:
+        raise ConfigError(
+            f"bdlm.projection {cfg.projection} maps a narrower domain model into the LLM; the "
+            f"domain model is {p_u.shape[1]} wide and the LLM {width}"
+        )
     if cfg.projection == "orthogonal":
         from lmrec.llm.tokens import orthogonal_projection
 
-        if p_u.shape[1] > width:
-            raise ConfigError(
-                f"bdlm.projection orthogonal maps a narrower domain model into the LLM; the "
-                f"domain model is {p_u.shape[1]} wide and the LLM {width}"
-            )
         proj = orthogonal_projection(p_u.shape[1], width, seed=cfg.llm.preload.seed)
+    elif cfg.projection == "linear":
+        proj, offset = _fit_linear_map(q_i, llm, tok, ds.titles())
 
     sharing, record = None, {"id_tokens": ids is not None}
     if ids is not None:
@@ -282,7 +285,8 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
         vocab = llm.get_input_embeddings().weight[: ids.first_id].detach().float()
         lm_norm = float(vocab.norm(dim=1).mean())
         domain_norm = float(torch.cat([p_u, q_i]).norm(dim=1).mean())
-        scale = domain_norm / lm_norm
+        # the linear map is fitted into the LM's embedding space already: no rescaling
+        scale = 1.0 if proj is not None and offset is not None else domain_norm / lm_norm
         record.update(
             init="domain" if cfg.preload else "random",
             lm_embedding_norm=lm_norm,
@@ -292,12 +296,16 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
             domain_width=int(p_u.shape[1]),
         )
         if cfg.preload:
-            # orthonormal rows keep row norms, so one scale serves both forms
-            lift = (lambda t: t @ proj) if proj is not None else (lambda t: t)
+            # orthonormal rows keep row norms, so one scale serves copy and orthogonal alike
+            def lift(t):
+                if proj is None:
+                    return t
+                return t @ proj + (0.0 if offset is None else offset)
+
             set_id_token_rows(llm, ids, "user", lift(p_u) / scale)
             set_id_token_rows(llm, ids, "item", lift(q_i) / scale)
         sharing = SharingModule.from_tables(
-            p_u, q_i, scale, cfg.joint.write_rate, cfg.joint.mutual_reduction, proj
+            p_u, q_i, scale, cfg.joint.write_rate, cfg.joint.mutual_reduction, proj, offset
         ).to(device)
         ids.save(out / "id_tokens.json")
     write_json(out / "preload.json", record)
@@ -425,6 +433,18 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
                 metrics["train"][f"refit/{key}"] = float(refit[key])
     write_json(out / METRICS_FILE, metrics)
     return metrics
+
+
+def _fit_linear_map(items: torch.Tensor, llm, tokenizer, titles: list[str]):
+    """(W (d, width), b (width,)): ridge least squares from item rows to their titles' mean LM
+    embedding (as :func:`lmrec.llm.tokens.project_table`'s ``linear``)."""
+    from lmrec.llm.tokens import title_embeddings
+
+    target = title_embeddings(llm, tokenizer, titles)
+    x = torch.cat([items, torch.ones(len(items), 1)], 1)
+    ridge = 1e-3 * torch.eye(x.shape[1])
+    w = torch.linalg.solve(x.T @ x + ridge, x.T @ target)  # (d + 1, width)
+    return w[:-1].contiguous(), w[-1].contiguous()
 
 
 def ranks_file(side: str) -> str:

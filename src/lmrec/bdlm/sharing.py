@@ -20,10 +20,12 @@ and is saved with M).
 
 M lives in the domain model's space and starts as its tables (``from_tables``). When the domain
 model is narrower than the LLM (LightGCN at its best width, 64, against SmolLM2's 576), BDLM
-pre-loads through a fixed matrix P (d, width) with orthonormal rows (``E = P_U P / s``), and the
-LLM's rows meet M as ``s * E P^T``, their component in the pre-loaded subspace, mapped back to
-the domain width: M, both sides' rows and the mutual losses then live in one d-wide space, and
-SFT stays free in the other width - d directions. The LLM's rows
+pre-loads through a map ``E = (P_U W + b) / s`` with W (d, width) of full row rank: a fixed
+matrix with orthonormal rows (``orthogonal``, b = 0) or a ridge fit of the item rows to the LM
+embeddings of their titles (``linear``). The LLM's rows meet M as ``(s * E - b) W^+`` (W^+ the
+pseudo-inverse, W^T for orthonormal rows): their component in the pre-loaded subspace, mapped
+back to the domain width. M, both sides' rows and the mutual losses then live in one d-wide
+space, and SFT stays free in the other width - d directions. The LLM's rows
 are compared after a fixed scalar ``s`` (``scales["llm"]``): BDLM pre-loads E as the domain
 rows rescaled to the LM's embedding norm (``E = P / s``, see :mod:`lmrec.bdlm.run`), so that new
 tokens look like words to the first layer norm; ``s * E`` then equals P at the start, and the
@@ -76,6 +78,7 @@ class SharingModule(nn.Module):
         write_rate: float = 1.0,
         reduction: str = "element",
         llm_projection: Tensor | None = None,
+        llm_offset: Tensor | None = None,
     ) -> None:
         super().__init__()
         if users.ndim != 2 or items.ndim != 2 or users.shape[1] != items.shape[1]:
@@ -104,11 +107,17 @@ class SharingModule(nn.Module):
         self.llm_projection: Tensor | None
         proj = None if llm_projection is None else llm_projection.detach().float().clone()
         self.register_buffer("llm_projection", proj)
+        offset = None
+        if proj is not None:
+            offset = torch.zeros(proj.shape[1]) if llm_offset is None else llm_offset.float()
+        self.register_buffer("llm_offset", offset)
+        back = None if proj is None else torch.linalg.pinv(proj)  # (width, d)
+        self.register_buffer("llm_back", back, persistent=False)
 
     def _comparable(self, side: str, rows: Tensor) -> Tensor:
-        """A side's rows in M's space: the LLM's go through ``P^T`` when M is narrower."""
+        """A side's rows in M's space: the LLM's are mapped back through ``W^+``."""
         if side == "llm" and self.llm_projection is not None:
-            return rows @ self.llm_projection.to(rows).T
+            return (rows - self.llm_offset.to(rows)) @ self.llm_back.to(rows)
         return rows
 
     @classmethod
@@ -120,10 +129,17 @@ class SharingModule(nn.Module):
         write_rate: float = 1.0,
         reduction: str = "element",
         llm_projection: Tensor | None = None,
+        llm_offset: Tensor | None = None,
     ) -> SharingModule:
         """M initialised from the domain model's ``user_item_embeddings()`` (P_U, Q_I)."""
         return cls(
-            users, items, {"llm": llm_scale, "drs": 1.0}, write_rate, reduction, llm_projection
+            users,
+            items,
+            {"llm": llm_scale, "drs": 1.0},
+            write_rate,
+            reduction,
+            llm_projection,
+            llm_offset,
         )
 
     @property
@@ -180,6 +196,7 @@ class SharingModule(nn.Module):
         }
         if self.llm_projection is not None:
             tensors["llm_projection"] = self.llm_projection.detach().cpu().contiguous()
+            tensors["llm_offset"] = self.llm_offset.detach().cpu().contiguous()
         meta = {
             "write_rate": repr(self.write_rate),
             "reduction": self.reduction,
@@ -208,6 +225,7 @@ class SharingModule(nn.Module):
             float(meta.get("write_rate", 1)),
             meta.get("reduction", "element"),
             tensors.get("llm_projection"),
+            tensors.get("llm_offset"),
         )
 
     def load_state(self, other: SharingModule) -> None:
@@ -225,6 +243,8 @@ class SharingModule(nn.Module):
                 raise DataError("saved M and this run disagree on the LLM projection")
             if self.llm_projection is not None:
                 self.llm_projection.copy_(other.llm_projection)
+                self.llm_offset.copy_(other.llm_offset)
+                self.llm_back.copy_(other.llm_back)
         self.write_rate = other.write_rate
         self.reduction = other.reduction
 
