@@ -116,14 +116,23 @@ def _fit(f_logit: Tensor, h: Tensor, labels: Tensor, w0: Tensor, l2: float, cfg:
     a = torch.ones((), requires_grad=True)
     c = torch.zeros((), requires_grad=True)
     w = w0.clone().requires_grad_(True)
-    opt = torch.optim.Adam([a, c, w], lr=cfg.lr)
+
+    def loss():
+        bce = F.binary_cross_entropy_with_logits(a * f_logit + h @ w + c, labels)
+        return bce + l2 * (w**2).sum()
+
+    return _minimise([a, c, w], loss, cfg)
+
+
+def _minimise(params: list[Tensor], loss, cfg: RefitConfig) -> tuple[Tensor, ...]:
+    """Full-batch Adam on ``params`` for ``cfg.steps`` steps; the detached results."""
+    opt = torch.optim.Adam(params, lr=cfg.lr)
     for _ in range(cfg.steps):
-        logit = a * f_logit + h @ w + c
-        loss = F.binary_cross_entropy_with_logits(logit, labels) + l2 * (w**2).sum()
+        value = loss()
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        value.backward()
         opt.step()
-    return a.detach(), c.detach(), w.detach()
+    return tuple(p.detach() for p in params)
 
 
 def _bce(params, f_logit: Tensor, h: Tensor, labels: Tensor) -> float:
@@ -217,21 +226,21 @@ def _fit_lists(f_logit: Tensor, s: Tensor, h: Tensor, l2: float, cfg: RefitConfi
     a = torch.ones((), requires_grad=True)
     w_s = torch.zeros((), requires_grad=True)
     w_h = torch.zeros(h.shape[-1], requires_grad=True)
-    opt = torch.optim.Adam([a, w_s, w_h], lr=cfg.lr)
+
+    def loss():
+        return _list_ce_tensor((a, w_s, w_h), f_logit, s, h) + l2 * (w_h**2).sum()
+
+    return _minimise([a, w_s, w_h], loss, cfg)
+
+
+def _list_ce_tensor(params, f_logit: Tensor, s: Tensor, h: Tensor) -> Tensor:
+    a, w_s, w_h = params
     target = torch.zeros(len(f_logit), dtype=torch.long)
-    for _ in range(cfg.steps):
-        logits = a * f_logit + w_s * s + h @ w_h
-        loss = F.cross_entropy(logits, target) + l2 * (w_h**2).sum()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return a.detach(), w_s.detach(), w_h.detach()
+    return F.cross_entropy(a * f_logit + w_s * s + h @ w_h, target)
 
 
 def _list_ce(params, f_logit: Tensor, s: Tensor, h: Tensor) -> float:
-    a, w_s, w_h = params
-    target = torch.zeros(len(f_logit), dtype=torch.long)
-    return float(F.cross_entropy(a * f_logit + w_s * s + h @ w_h, target))
+    return float(_list_ce_tensor(params, f_logit, s, h))
 
 
 def fit_head_lists(

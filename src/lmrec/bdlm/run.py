@@ -336,27 +336,18 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     trainer = JointTrainer(sides, batches, cfg.joint, cfg.llm.train, cfg.llm.examples, out)
     stats = trainer.fit()
     llm_scores = _llm_topk_scores(cfg, llm, tok, builder, prepared, ids)
-    if cfg.cascade_refit.rows == "lists" and "drs" in cfg.evaluate:
-        stats["cascade_refit"] = refit_on_lists(
+    if cfg.cascade_refit.rows != "none" and "drs" in cfg.evaluate:
+        lists = cfg.cascade_refit.rows == "lists"
+        refit = refit_on_lists if lists else refit_on_valid
+        scores = (llm_scores["valid"],) if lists else ()
+        stats["cascade_refit"] = refit(
             cascade,
             llm,
             tok,
             builder,
             prepared,
             cache,
-            llm_scores["valid"],
-            cfg.cascade_refit,
-            batch_size=cfg.llm.eval_batch_size,
-            progress=cfg.joint.progress,
-        )
-    if cfg.cascade_refit.rows == "valid" and "drs" in cfg.evaluate:
-        stats["cascade_refit"] = refit_on_valid(
-            cascade,
-            llm,
-            tok,
-            builder,
-            prepared,
-            cache,
+            *scores,
             cfg.cascade_refit,
             batch_size=cfg.llm.eval_batch_size,
             progress=cfg.joint.progress,

@@ -111,7 +111,11 @@ class SharingModule(nn.Module):
         if proj is not None:
             offset = torch.zeros(proj.shape[1]) if llm_offset is None else llm_offset.float()
         self.register_buffer("llm_offset", offset)
-        back = None if proj is None else torch.linalg.pinv(proj)  # (width, d)
+        back = None  # (width, d): W^T when W has orthonormal rows (exactly), else W^+
+        if proj is not None:
+            eye = torch.eye(proj.shape[0])
+            orthonormal = torch.allclose(proj @ proj.T, eye, atol=1e-5)
+            back = proj.T.clone() if orthonormal else torch.linalg.pinv(proj)
         self.register_buffer("llm_back", back, persistent=False)
 
     def _comparable(self, side: str, rows: Tensor) -> Tensor:
