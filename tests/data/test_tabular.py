@@ -60,3 +60,72 @@ def test_corrupt_parquet_and_empty_csv(tmp_path):
     (tmp_path / "e.csv").write_text("\n\n")
     with pytest.raises(DataError, match=r"e\.csv is empty"):
         load_tabular(tmp_path / "e.csv")
+
+
+@pytest.mark.parametrize(
+    ("sep", "suffix"), [("\t", ".dat"), (";", ".csv"), ("|", ".txt"), ("::", ".dat"), (",", ".dat")]
+)
+def test_the_separator_is_read_from_the_file_not_its_name(tmp_path, sep, suffix):
+    rows = (
+        ["user_id", "item_id", "timestamp"],
+        ["u1", "i1", "5"],
+        ["u1", "i2", "6"],
+        ["u2", "i1", "7"],
+    )
+    path = tmp_path / f"events{suffix}"
+    path.write_text("\n".join(sep.join(r) for r in rows) + "\n")
+    data = load_tabular(path, rating_col=None)
+    assert data.inter["item_id"].tolist() == ["i1", "i2", "i1"]
+    assert data.inter["timestamp"].tolist() == [5, 6, 7]
+
+
+def test_a_forced_separator_wins_and_a_bad_one_names_itself(tmp_path):
+    path = tmp_path / "events.dat"
+    path.write_text("user_id\titem_id\nu1\ti1\nu2\ti2\n")
+    assert len(load_tabular(path, rating_col=None, time_col=None, sep="tab").inter) == 2
+    with pytest.raises(DataError, match="separator ';'.*pass sep="):
+        load_tabular(path, rating_col=None, time_col=None, sep=";")
+    odd = tmp_path / "odd.txt"
+    odd.write_text("just one column\na\nb\n")
+    with pytest.raises(DataError, match="could not tell the separator.*pass sep="):
+        load_tabular(odd, rating_col=None, time_col=None)
+
+
+def test_the_item_file_names_its_own_id_column_and_maps_text_fields(tmp_path):
+    (tmp_path / "plays.dat").write_text("user\tartist\tweight\nu1\ta1\t10\nu1\ta2\t3\nu2\ta1\t7\n")
+    (tmp_path / "artists.dat").write_text("id\tname\ttags\na1\tBand One\trock\na2\tDuo\tjazz\n")
+    data = load_tabular(
+        tmp_path / "plays.dat",
+        tmp_path / "artists.dat",
+        user_col="user",
+        item_col="artist",
+        time_col=None,
+        rating_col="weight",
+        title_col="name",
+        item_key="id",
+        item_fields={"category": "tags"},
+    )
+    text = data.items.set_index("item_id")
+    assert text.loc["a1", "title"] == "Band One" and text.loc["a2", "category"] == "jazz"
+    with pytest.raises(DataError, match="item_key="):
+        load_tabular(
+            tmp_path / "plays.dat",
+            tmp_path / "artists.dat",
+            user_col="user",
+            item_col="artist",
+            time_col=None,
+            rating_col=None,
+            title_col="name",
+        )
+    with pytest.raises(DataError, match="item_fields names"):
+        load_tabular(
+            tmp_path / "plays.dat",
+            tmp_path / "artists.dat",
+            user_col="user",
+            item_col="artist",
+            time_col=None,
+            rating_col=None,
+            title_col="name",
+            item_key="id",
+            item_fields={"tags": "tags"},
+        )

@@ -20,7 +20,10 @@ Spec strings for files you bring:
 - ``json:<dir>/<name>``: ``<dir>/<name>.inter.json`` (+ ``<name>.item.json``).
 - ``csv:<path>[?items=<file>&user=<col>&item=<col>&timestamp=<col>&rating=<col>&title=<col>]``:
   a CSV/TSV/Parquet interactions file; ``items`` is relative to its folder (or absolute); an
-  empty ``timestamp=`` or ``rating=`` means the file has none.
+  empty ``timestamp=`` or ``rating=`` means the file has none. Also ``sep=`` (comma, tab,
+  semicolon, pipe, ``::``; detected when absent), ``item_key=`` (the item file's id column) and
+  ``item.<field>=<col>`` (a column of the item file as lmrec's genres, category, description
+  or brand).
 
 Paths in spec strings are used as given (absolute, or relative to the working directory).
 """
@@ -298,7 +301,10 @@ _CSV_OPTIONS = {
     "timestamp": "time_col",
     "rating": "rating_col",
     "title": "title_col",
+    "item_key": "item_key",
+    "sep": "sep",
 }
+_ITEM_FIELD_PREFIX = "item."  # csv:...?item.description=overview maps a text field
 
 
 def _csv_entry(spec_name: str, rest: str) -> DatasetEntry:
@@ -306,13 +312,20 @@ def _csv_entry(spec_name: str, rest: str) -> DatasetEntry:
     if not path:
         raise ConfigError(f"dataset {spec_name!r}: expected {SPEC_FORMS[-1]}")
     options: dict[str, Any] = {}
+    fields: dict[str, str] = {}
     for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if key.startswith(_ITEM_FIELD_PREFIX):
+            fields[key.removeprefix(_ITEM_FIELD_PREFIX)] = value
+            continue
         if key not in _CSV_OPTIONS:
             raise ConfigError(
-                f"dataset {spec_name!r}: unknown option {key!r}; valid: {', '.join(_CSV_OPTIONS)}"
+                f"dataset {spec_name!r}: unknown option {key!r}; valid: "
+                f"{', '.join(_CSV_OPTIONS)}, item.<field>"
             )
         options[_CSV_OPTIONS[key]] = value or None
     items = options.pop("items", None)
+    if fields:
+        options["item_fields"] = fields
     p = Path(path)
     layout = Layout("tabular", (p.name,) + ((items,) if items else ()))
 

@@ -1,14 +1,18 @@
 """A generic interactions table (CSV or Parquet) plus an optional item-text table.
 
 The column names are parameters, so any export works without renaming: e.g.
-``load_tabular("ratings.csv", user_col="uid", item_col="movie", time_col="ts")``. The format
-follows the extension: ``.parquet``/``.pq`` is Parquet, ``.tsv``/``.tab`` tab-separated,
-anything else comma-separated (gzip allowed). Timestamps may be numbers or date strings
-(converted to Unix seconds).
+``load_tabular("ratings.csv", user_col="uid", item_col="movie", time_col="ts")``. Parquet is
+read by its extension (``.parquet``/``.pq``); a text file's separator is detected from its
+header and first lines (comma, tab, semicolon, pipe, or ``::`` as in the MovieLens ``.dat``
+files), whatever its extension, and ``sep=`` forces one. gzip is allowed. Timestamps may be
+numbers or date strings (converted to Unix seconds). The item file names its id column on its
+own (``item_key``, default the interactions' item column), and any of its columns can fill
+lmrec's text fields (``item_fields={"description": "overview", ...}``).
 """
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +23,58 @@ from lmrec.data.readers import Table, read_table, require_file
 from lmrec.errors import DataError
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# Candidate separators, longest first ("::" would otherwise look like two ":" fields).
+SEPARATORS = {"::": "::", "tab": "\t", "semicolon": ";", "pipe": "|", "comma": ","}
+_SNIFF_LINES = 20
 
 
-def read_any(path: Path) -> Table:
-    """Read a CSV/TSV/Parquet file into a :class:`~lmrec.data.readers.Table` of strings."""
+def _first_lines(path: Path) -> list[str]:
+    from lmrec.data.readers import read_bytes
+
+    text = read_bytes(path)[: 1 << 16].decode("utf-8", errors="replace")
+    return [line for line in text.splitlines() if line.strip()][:_SNIFF_LINES]
+
+
+def _n_fields(line: str, sep: str) -> int:
+    """Fields of one line; a one-character separator inside double quotes does not count."""
+    if len(sep) > 1:
+        return line.count(sep) + 1
+    return len(next(csv.reader([line], delimiter=sep)))
+
+
+def detect_separator(path: Path) -> str:
+    """The separator that splits the header into 2+ fields and every first line into as many.
+
+    Raises :class:`DataError` naming the separators tried and the ``sep=`` option.
+    """
+    lines = _first_lines(path)
+    if len(lines) < 1:
+        raise DataError(f"{path} is empty; download or export it again")
+    body = lines[1:-1] if len(lines) > 2 else lines[1:]  # the last line may be cut short
+    for sep in SEPARATORS.values():
+        fields = _n_fields(lines[0], sep)
+        if fields >= 2 and all(_n_fields(line, sep) == fields for line in body):
+            return sep
+    tried = ", ".join(repr(s) for s in SEPARATORS.values())
+    raise DataError(
+        f"{path}: could not tell the separator from the header {lines[0][:80]!r} (tried {tried}, "
+        "each must split the header into 2+ columns and every line into as many); pass sep= "
+        f"({', '.join(SEPARATORS)}, or the character itself)"
+    )
+
+
+def _separator(path: Path, sep: str | None) -> str:
+    if sep is None:
+        return detect_separator(path)
+    return SEPARATORS.get(sep, sep)
+
+
+def read_any(path: Path, sep: str | None = None) -> Table:
+    """Read a CSV/TSV/Parquet file into a :class:`~lmrec.data.readers.Table` of strings.
+
+    ``sep``: the text separator (a name of :data:`SEPARATORS` or the string itself); None
+    detects it.
+    """
     path = require_file(Path(path))
     if path.suffix.lower() in PARQUET_SUFFIXES:
         try:
@@ -34,9 +86,21 @@ def read_any(path: Path) -> Table:
         # Same currency as the CSV path: strings, so ids like "007" keep their zeros.
         frame = frame.astype(str).where(frame.notna(), "")
         return Table(path, frame, "", 1)
-    suffixes = [s.lower() for s in path.suffixes]
-    sep = "\t" if any(s in (".tsv", ".tab") for s in suffixes) else ","
-    return read_table(path, sep, quoted=True)
+    sep = _separator(path, sep)
+    try:
+        table = read_table(path, sep, quoted=len(sep) == 1)
+    except DataError as exc:
+        raise DataError(
+            f"{exc} (read with separator {sep!r}; pass sep= to choose another)"
+        ) from None
+    header = list(table.frame.columns)
+    others = [s for s in SEPARATORS.values() if s != sep and len(header) == 1 and s in header[0]]
+    if others:
+        raise DataError(
+            f"{path}: read with separator {sep!r}, the header is one column {header[0][:60]!r}, "
+            f"which looks {others[0]!r}-separated; pass sep= to choose another"
+        )
+    return table
 
 
 def load_tabular(
@@ -49,6 +113,9 @@ def load_tabular(
     time_col: str | None = "timestamp",
     rating_col: str | None = "rating",
     title_col: str = "title",
+    item_key: str | None = None,
+    item_fields: dict[str, str] | None = None,
+    sep: str | None = None,
 ) -> Interactions:
     """Load an interactions table and, optionally, an item-text table.
 
@@ -69,6 +136,13 @@ def load_tabular(
         Rating column; ``None`` leaves ratings NaN.
     title_col:
         Title column of ``items_path``.
+    item_key:
+        Id column of ``items_path``; default ``item_col``.
+    item_fields:
+        lmrec text field -> column of ``items_path`` (``genres``, ``category``, ``description``,
+        ``brand``); columns already named like a field are read without it.
+    sep:
+        Separator of both text files (see :func:`read_any`); None detects each file's own.
 
     Raises
     ------
@@ -77,7 +151,7 @@ def load_tabular(
         parameter to set), a non-numeric rating or an unparseable time (named by line).
     """
     path = Path(path)
-    table = read_any(path)
+    table = read_any(path, sep)
     n = len(table)
     ids = {"user_id": _ids(table, user_col, "user"), "item_id": _ids(table, item_col, "item")}
     timestamp = _times(table, time_col) if time_col is not None else np.arange(n, dtype=np.int64)
@@ -90,7 +164,10 @@ def load_tabular(
     name = name or path.name.split(".")[0]
     if items_path is None:
         return Interactions(name, inter)
-    return Interactions(name, inter, _items(Path(items_path), item_col, title_col))
+    key = item_key or item_col
+    return Interactions(
+        name, inter, _items(Path(items_path), key, title_col, item_fields or {}, sep)
+    )
 
 
 def _times(table: Table, col: str) -> np.ndarray:
@@ -124,17 +201,28 @@ def _ids(table: Table, col: str, what: str) -> pd.Series:
     return ids
 
 
-def _items(path: Path, item_col: str, title_col: str) -> pd.DataFrame:
-    table = read_any(path)
+def _items(
+    path: Path, item_key: str, title_col: str, fields: dict[str, str], sep: str | None
+) -> pd.DataFrame:
+    table = read_any(path, sep)
+    unknown = sorted(set(fields) - set(TEXT_COLUMNS) | ({"title"} & set(fields)))
+    if unknown:
+        raise DataError(
+            f"{path}: item_fields names {unknown}; lmrec's item text fields are "
+            f"{', '.join(c for c in TEXT_COLUMNS if c != 'title')} (the title is title_col=)"
+        )
     out = pd.DataFrame(
         {
-            "item_id": _ids(table, item_col, "item").to_numpy(),
+            "item_id": table.column(item_key, "pass item_key= to name the item file's id column")
+            .str.strip()
+            .to_numpy(),
             "title": table.column(title_col, "pass title_col= to name the title column")
             .str.strip()
             .to_numpy(),
         }
     )
-    for col in TEXT_COLUMNS:
-        if col != "title" and col in table.frame.columns:
-            out[col] = table.frame[col].str.strip().to_numpy()
+    for field in TEXT_COLUMNS[1:]:
+        col = fields.get(field, field)
+        if field in fields or col in table.frame.columns:
+            out[field] = table.column(col, f"item_fields: {field} -> {col}").str.strip().to_numpy()
     return out
