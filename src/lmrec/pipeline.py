@@ -30,7 +30,12 @@ class Prepared:
         return {
             "dataset": self.dataset.stats(),
             "preprocess": to_dict(self.preprocess),
-            "split": "leave-one-out by time (last = test, second-last = valid)",
+            "split": (
+                "leave-one-out by time (last = test, second-last = valid)"
+                if self.dataset.clock == "timestamp"
+                else "leave-one-out by file order (the source has no timestamps: last row of "
+                "each user = test, the one before = valid)"
+            ),
             "candidates": to_dict(self.candidates),
             "content_hash": {
                 f"{task}/{stage}": s.meta.get("content_hash")

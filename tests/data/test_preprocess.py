@@ -83,3 +83,54 @@ def test_dataset_save_load_round_trip(tmp_path):
     (tmp_path / "ds" / "item_ids.json").write_text("{not json")
     with pytest.raises(DataError, match="item_ids.json: corrupt JSON at line 1"):
         IdMap.load(tmp_path / "ds" / "item_ids.json")
+
+
+def test_top_share_keeps_each_users_heaviest_interactions():
+    from lmrec.data.preprocess import top_share
+
+    rows = [
+        ("u1", "1", 0, 10.0),
+        ("u1", "2", 1, 300.0),
+        ("u1", "3", 2, 20.0),
+        ("u1", "4", 3, 20.0),  # tie with item 3: file order decides
+        ("u2", "1", 0, 1.0),
+    ]
+    kept = top_share(_raw(rows), 0.5).inter
+    assert kept[kept.user_id == "u1"]["item_id"].tolist() == ["2", "3"]  # file order kept
+    assert kept[kept.user_id == "u2"]["item_id"].tolist() == ["1"]  # at least one per user
+    with pytest.raises(ConfigError, match="top_share"):
+        PreprocessConfig(top_share=1.5)
+    none = _raw([("u1", "1", 0, float("nan"))])
+    with pytest.raises(DataError, match="rating_col="):
+        top_share(none, 0.5)
+
+
+def test_a_source_without_timestamps_is_split_by_file_order_and_says_so(tmp_path):
+    from lmrec.data.tabular import load_tabular
+    from lmrec.pipeline import Prepared
+    from lmrec.protocol import leave_one_out
+
+    path = tmp_path / "clicks.tsv"
+    path.write_text("user_id\titem_id\nu1\ta\nu1\tc\nu1\tb\nu2\tb\nu2\ta\nu2\tc\n")
+    with pytest.warns(UserWarning, match="ordered as the file lists them"):
+        data = load_tabular(path, time_col=None, rating_col=None)
+    ds = preprocess(data)
+    assert ds.clock == "file order"
+    split = leave_one_out(ds)
+    assert [ds.items.raw[i] for i in split.test["item"]] == ["b", "c"]  # each user's last row
+    from lmrec.protocol.candidates import CandidateConfig
+
+    protocol = Prepared(ds, split, {}, PreprocessConfig(), CandidateConfig()).protocol()
+    assert "by file order" in protocol["split"]
+    ds.save(tmp_path / "cache")
+    assert Dataset.load(tmp_path / "cache").clock == "file order"
+
+
+def test_a_spec_string_dataset_gets_a_short_report_label():
+    from lmrec.experiment.config import DatasetSpec
+
+    spec = DatasetSpec("csv:data/lastfm/user_artists.dat?items=artists.dat&item_key=id")
+    assert spec.label == "user_artists"
+    assert DatasetSpec("json:/data/amazon/Office").label == "Office"
+    assert DatasetSpec("ml-100k").label == "ml-100k"
+    assert DatasetSpec("csv:x/plays.csv", label="plays-2024").label == "plays-2024"

@@ -44,11 +44,15 @@ class Interactions:
         Item text, one row per item: ``item_id`` (str), ``title`` (str) and, where the source has
         them, ``genres``, ``category``, ``description``, ``brand``. May hold items with no
         interaction; re-indexing keeps only items that remain in ``inter``.
+    clock:
+        What orders a user's interactions: ``"timestamp"``, or ``"file order"`` when the source
+        has no timestamps (the protocol file then says so).
     """
 
     name: str
     inter: pd.DataFrame
     items: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"item_id": [], "title": []}))
+    clock: str = "timestamp"
 
     def __post_init__(self) -> None:
         _check_columns(self.inter, INTER_COLUMNS, f"{self.name} interactions")
@@ -125,6 +129,8 @@ class Dataset:
     item_text:
         One row per item index ``0..n_items-1`` with a ``title`` column (empty string if unknown)
         and the other text columns the source has.
+    clock:
+        ``"timestamp"`` or ``"file order"`` (see :class:`Interactions`).
     """
 
     name: str
@@ -132,6 +138,7 @@ class Dataset:
     items: IdMap
     inter: pd.DataFrame
     item_text: pd.DataFrame
+    clock: str = "timestamp"
 
     @property
     def n_users(self) -> int:
@@ -173,7 +180,9 @@ class Dataset:
         atomic_write(
             directory / "item_text.parquet", lambda p: self.item_text.to_parquet(p, index=False)
         )
-        write_json(directory / "dataset.json", {"name": self.name, **self.stats()})
+        write_json(
+            directory / "dataset.json", {"name": self.name, **self.stats(), "clock": self.clock}
+        )
 
     @classmethod
     def load(cls, directory: Path) -> Dataset:
@@ -192,4 +201,5 @@ class Dataset:
             IdMap.load(directory / "item_ids.json"),
             inter,
             text,
+            meta.get("clock", "timestamp"),
         )

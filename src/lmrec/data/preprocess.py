@@ -29,14 +29,25 @@ class PreprocessConfig:
         ``item_core`` interactions. 0 or 1 disables.
     dedup:
         Keep only the first (earliest) interaction of each (user, item) pair.
+    top_share:
+        Implicit feedback from weights or counts (listens, clicks) in the rating column: keep
+        each user's ``top_share`` of interactions with the largest weights (at least one;
+        ties broken by file order). ``None`` keeps all. Applied after ``rating_threshold``.
     """
 
     rating_threshold: float | None = None
     user_core: int = 0
     item_core: int = 0
     dedup: bool = True
+    top_share: float | None = None
 
     def __post_init__(self) -> None:
+        if self.top_share is not None and (
+            isinstance(self.top_share, bool)
+            or not isinstance(self.top_share, int | float)
+            or not 0 < self.top_share <= 1
+        ):
+            raise ConfigError(f"preprocess.top_share must be in (0, 1], got {self.top_share!r}")
         for name in ("user_core", "item_core"):
             v = getattr(self, name)
             if not isinstance(v, int) or v < 0:
@@ -44,7 +55,7 @@ class PreprocessConfig:
 
 
 def _replace(data: Interactions, inter: pd.DataFrame) -> Interactions:
-    return Interactions(data.name, inter.reset_index(drop=True), data.items)
+    return Interactions(data.name, inter.reset_index(drop=True), data.items, data.clock)
 
 
 def chronological(data: Interactions) -> Interactions:
@@ -66,6 +77,25 @@ def threshold(data: Interactions, min_rating: float | None) -> Interactions:
         return data
     r = data.inter["rating"]
     return _replace(data, data.inter[r.isna() | (r >= min_rating)])
+
+
+def top_share(data: Interactions, share: float | None) -> Interactions:
+    """Keep each user's ``share`` of interactions with the largest rating (weight), >= 1 each."""
+    if share is None:
+        return data
+    inter = data.inter
+    if inter["rating"].isna().all():
+        raise DataError(
+            f"{data.name}: preprocess.top_share ranks interactions by their rating (weight) "
+            "column, and this source has none; name it with rating_col="
+        )
+    order = inter.assign(_w=inter["rating"].fillna(-np.inf), _pos=np.arange(len(inter)))
+    order = order.sort_values(["user_id", "_w", "_pos"], ascending=[True, False, True])
+    rank = order.groupby("user_id").cumcount().to_numpy()
+    size = order.groupby("user_id")["user_id"].transform("size").to_numpy()
+    keep = rank < np.maximum(1, np.ceil(share * size))
+    kept = order[keep].sort_values("_pos").drop(columns=["_w", "_pos"])
+    return _replace(data, kept)
 
 
 def k_core(data: Interactions, user_core: int, item_core: int) -> Interactions:
@@ -111,7 +141,7 @@ def reindex(data: Interactions) -> Dataset:
     cols = [c for c in TEXT_COLUMNS if c in text.columns]
     text = text.reindex(item_raw)[cols].reset_index(drop=True)
     text["title"] = text["title"].astype("string").fillna("").astype(str)
-    return Dataset(data.name, users, items, out, text)
+    return Dataset(data.name, users, items, out, text, data.clock)
 
 
 def _natural_key(raw: str) -> tuple[int, int | str]:
@@ -125,5 +155,6 @@ def preprocess(data: Interactions, cfg: PreprocessConfig | None = None) -> Datas
     if cfg.dedup:
         data = deduplicate(data)
     data = threshold(data, cfg.rating_threshold)
+    data = top_share(data, cfg.top_share)
     data = k_core(data, cfg.user_core, cfg.item_core)
     return reindex(chronological(data))

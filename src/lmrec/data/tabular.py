@@ -13,6 +13,7 @@ lmrec's text fields (``item_fields={"description": "overview", ...}``).
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -162,11 +163,19 @@ def load_tabular(
         rating = np.full(n, np.nan)
     inter = pd.DataFrame({**ids, "timestamp": timestamp, "rating": rating.astype(np.float32)})
     name = name or path.name.split(".")[0]
+    clock = "timestamp"
+    if time_col is None:
+        clock = "file order"
+        warnings.warn(
+            f"{path}: no timestamps (time_col=None): each user's interactions are ordered as "
+            "the file lists them, and leave-one-out holds out each user's last rows in the file",
+            stacklevel=2,
+        )
     if items_path is None:
-        return Interactions(name, inter)
+        return Interactions(name, inter, clock=clock)
     key = item_key or item_col
     return Interactions(
-        name, inter, _items(Path(items_path), key, title_col, item_fields or {}, sep)
+        name, inter, _items(Path(items_path), key, title_col, item_fields or {}, sep), clock
     )
 
 

@@ -43,6 +43,15 @@ def slug(text: str) -> str:
     return _SAFE.sub("_", text).strip("_") or "_"
 
 
+def default_label(name: str) -> str:
+    """A short report label for a dataset name or spec string (see :class:`DatasetSpec`)."""
+    prefix, colon, rest = name.partition(":")
+    if colon and ("/" in rest or "\\" in rest or "." in rest.partition("?")[0]):
+        stem = Path(rest.partition("?")[0]).name.split(".")[0]
+        return slug(stem)
+    return slug(name)
+
+
 @dataclass
 class DatasetSpec:
     """One dataset of the grid.
@@ -53,7 +62,9 @@ class DatasetSpec:
         A name or spec string :func:`lmrec.data.load_dataset` knows (``ml-100k``,
         ``amazon2014:Grocery_and_Gourmet_Food``, ...).
     label:
-        Folder name and column-group title in the report; default: ``name`` made folder-safe.
+        Folder name and column-group title in the report; default: a name made folder-safe, or
+        for a spec string with a path (``csv:data/lastfm/plays.dat?...``, ``json:dir/name``,
+        ``atomic:dir/name``) the file's stem (``plays``).
     preprocess:
         :class:`~lmrec.data.PreprocessConfig` fields for this dataset, over the experiment's
         ``preprocess`` defaults.
@@ -69,7 +80,7 @@ class DatasetSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
             raise ConfigError("dataset name must be a non-empty string")
-        self.label = self.label or slug(self.name)
+        self.label = self.label or default_label(self.name)
         if slug(self.label) != self.label:
             raise ConfigError(
                 f"dataset label {self.label!r} must be folder-safe (letters, digits, . _ -); "
