@@ -12,7 +12,7 @@ from typing import Any
 
 from lmrec.config import from_dict, to_dict
 from lmrec.data import Dataset, PreprocessConfig
-from lmrec.protocol import CandidateSet, Split, leave_one_out
+from lmrec.protocol import CandidateSet, Split
 
 
 @dataclass
@@ -30,18 +30,26 @@ class Prepared:
         return {
             "dataset": self.dataset.stats(),
             "preprocess": to_dict(self.preprocess),
-            "split": (
-                "leave-one-out by time (last = test, second-last = valid)"
-                if self.dataset.clock == "timestamp"
-                else "leave-one-out by file order (the source has no timestamps: last row of "
-                "each user = test, the one before = valid)"
-            ),
+            "split": self.split_description(),
             "candidates": to_dict(self.candidates),
             "content_hash": {
                 f"{task}/{stage}": s.meta.get("content_hash")
                 for (task, stage), s in self.sets.items()
             },
         }
+
+    def split_description(self) -> str:
+        """How train / valid / test were made, as the protocol file says it."""
+        from lmrec.protocol.split import STAGE_COLUMN
+
+        if STAGE_COLUMN in self.dataset.inter.columns:
+            return "as given by the source (its own train / valid / test files), kept"
+        if self.dataset.clock == "timestamp":
+            return "leave-one-out by time (last = test, second-last = valid)"
+        return (
+            "leave-one-out by file order (the source has no timestamps: last row of each user "
+            "= test, the one before = valid)"
+        )
 
     def export(self, out: Path) -> list[Path]:
         """Write the candidate sets (saved format + CSV in raw ids) under ``out``."""
@@ -72,12 +80,13 @@ def prepare(
     """Load ``dataset``, split it and load (or build once and save) its candidate sets."""
     from lmrec.data import load_dataset
     from lmrec.protocol.candidates import CandidateConfig, load_or_build_candidates
+    from lmrec.protocol.split import split_dataset
 
     if not isinstance(preprocess, PreprocessConfig):
         preprocess = from_dict(PreprocessConfig, preprocess, "preprocess")
     if not isinstance(candidates, CandidateConfig):
         candidates = from_dict(CandidateConfig, candidates, "candidates")
     ds = load_dataset(dataset, data_dir=data_dir, preprocess=preprocess)
-    split = leave_one_out(ds)
+    split = split_dataset(ds)  # the source's own split if it ships one, else leave-one-out
     sets = load_or_build_candidates(ds, split, candidates, preprocess=to_dict(preprocess))
     return Prepared(ds, split, sets, preprocess, candidates)

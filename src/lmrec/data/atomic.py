@@ -111,6 +111,86 @@ def load_atomic(
     return Interactions(name, inter, items) if items is not None else Interactions(name, inter)
 
 
+STAGES = ("train", "valid", "test")
+HISTORY_FIELD = "item_id_list"  # RecBole's sequential benchmark files: history, then target
+
+
+def load_atomic_split(
+    paths: dict[str, Path],
+    item_path: Path | None = None,
+    *,
+    name: str,
+    user_field: str = "user_id",
+    item_field: str = "item_id",
+    rating_field: str = "rating",
+    time_field: str = "timestamp",
+) -> Interactions:
+    """RecBole benchmark files ``<name>.train.inter`` / ``.valid.inter`` / ``.test.inter``, kept.
+
+    Two layouts: plain interaction rows (each file's rows are that stage), or the sequential
+    layout whose rows are a history (``item_id_list:token_seq``) and its next item
+    (``item_id``): a user's train items are the longest train history plus its target, the
+    validation and test items the targets of those files. Rows are tagged with their stage
+    (:func:`lmrec.protocol.split.given_split` keeps the split). Without timestamps, each user's
+    train items come first in file order, then validation, then test.
+    """
+    frames = []
+    offset = 0
+    for stage in STAGES:
+        table = read_table(Path(paths[stage]), "\t")
+        fields = _fields(table)
+        if HISTORY_FIELD in fields:
+            frame = _sequential(table, fields, stage, user_field, item_field)
+        else:
+            frame = load_atomic(
+                paths[stage],
+                name=name,
+                user_field=user_field,
+                item_field=item_field,
+                rating_field=rating_field,
+                time_field=time_field,
+            ).inter
+            if time_field not in fields:
+                frame["timestamp"] = frame["timestamp"] + offset
+        offset += len(frame) + 1
+        frame["stage"] = stage
+        frames.append(frame)
+    inter = pd.concat(frames, ignore_index=True)
+    if (inter["stage"] == "train").sum() == 0:
+        raise DataError(f"{paths['train']}: no train rows")
+    items = _items(Path(item_path), item_field) if item_path is not None else None
+    if items is None:
+        return Interactions(name, inter)
+    return Interactions(name, inter, items)
+
+
+def _sequential(
+    table: Table, fields: dict[str, str], stage: str, user_field: str, item_field: str
+) -> pd.DataFrame:
+    users = _get(table, fields, user_field, "user")
+    targets = _get(table, fields, item_field, "item")
+    histories = table.frame[fields[HISTORY_FIELD]].str.split()
+    rows = []
+    if stage == "train":
+        # the benchmark lists every prefix of a user's train sequence: keep the longest one
+        longest = histories.str.len().groupby(users).idxmax()
+        for user, i in longest.items():
+            seq = [*histories.iloc[i], targets.iloc[i]]
+            rows += [(user, item, t) for t, item in enumerate(seq)]
+    else:
+        base = 1_000_000 if stage == "valid" else 2_000_000  # after any train position
+        if users.duplicated().any():
+            i = int(users.duplicated().to_numpy().argmax())
+            raise DataError(
+                f"{table.path}, {table.where(i)}: user {users.iloc[i]!r} has two {stage} rows; "
+                "lmrec holds out one item per user and stage"
+            )
+        rows = [(u, item, base) for u, item in zip(users, targets, strict=True)]
+    frame = pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp"])
+    frame["rating"] = np.float32("nan")
+    return frame
+
+
 def _items(path: Path, item_field: str) -> pd.DataFrame:
     table = read_table(path, "\t")
     fields = _fields(table)

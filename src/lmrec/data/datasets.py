@@ -30,6 +30,7 @@ Paths in spec strings are used as given (absolute, or relative to the working di
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -43,7 +44,7 @@ from typing import Any
 
 from lmrec.config import to_dict
 from lmrec.data.amazon import load_amazon2014, load_amazon2018
-from lmrec.data.atomic import load_atomic
+from lmrec.data.atomic import load_atomic, load_atomic_split
 from lmrec.data.interactions import Dataset, Interactions
 from lmrec.data.jsonlayout import load_json_layout
 from lmrec.data.movielens import load_ml1m, load_ml100k
@@ -57,7 +58,7 @@ from lmrec.utils.io import sha256_json, write_json
 from lmrec.utils.paths import cache_dir
 
 # Bump when a loader's output changes, so cached datasets built by older code are not reused.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the clock and a source's own split are saved with the dataset
 
 Loader = Callable[[RawFiles], Interactions]
 
@@ -270,6 +271,9 @@ def _atomic_entry(spec_name: str, rest: str) -> DatasetEntry:
     directory, stem = _split_dir(
         spec_name, rest, "atomic:<dir>/<name> (files <name>.inter, <name>.item)"
     )
+    stages = tuple(f"{stem}.{s}.inter" for s in ("train", "valid", "test"))
+    # a source's own split first: when the benchmark files are there, lmrec keeps their split
+    split_layout = Layout("atomic-split", stages, (f"{stem}.item",))
     layout = Layout("atomic", (f"{stem}.inter",), (f"{stem}.item",))
 
     def load(files: RawFiles) -> Interactions:
@@ -277,8 +281,18 @@ def _atomic_entry(spec_name: str, rest: str) -> DatasetEntry:
             files.path(f"{stem}.inter"), files.optional(f"{stem}.item"), name=spec_name
         )
 
+    def load_split(files: RawFiles) -> Interactions:
+        paths = {s: files.path(f) for s, f in zip(("train", "valid", "test"), stages, strict=True)}
+        return load_atomic_split(paths, files.optional(f"{stem}.item"), name=spec_name)
+
+    spec = _path_spec(spec_name, directory, layout)
+
+    def both() -> RawSpec:
+        raw = spec()
+        return dataclasses.replace(raw, layouts=(split_layout, layout))
+
     return DatasetEntry(
-        f"RecBole atomic files {rest}", _path_spec(spec_name, directory, layout), {"atomic": load}
+        f"RecBole atomic files {rest}", both, {"atomic": load, "atomic-split": load_split}
     )
 
 

@@ -136,6 +136,8 @@ def reindex(data: Interactions) -> Dataset:
             "rating": inter["rating"].to_numpy(np.float32),
         }
     )
+    if "stage" in inter.columns:  # a source's own train / valid / test split
+        out["stage"] = inter["stage"].to_numpy()
     out = out.sort_values(["user", "timestamp"], kind="stable").reset_index(drop=True)
     text = data.items.drop_duplicates("item_id").set_index("item_id")
     cols = [c for c in TEXT_COLUMNS if c in text.columns]

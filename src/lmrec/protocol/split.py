@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from lmrec.data.interactions import Dataset
+from lmrec.errors import DataError
 
 
 @dataclass
@@ -41,6 +42,44 @@ class Split:
                 ["user", "timestamp"], kind="stable"
             )
         return self.train
+
+
+STAGE_COLUMN = "stage"  # Dataset.inter column of sources that ship their own split
+
+
+def split_dataset(data: Dataset) -> Split:
+    """The source's own split when it ships one (a ``stage`` column), else leave-one-out."""
+    if STAGE_COLUMN in data.inter.columns:
+        return given_split(data)
+    return leave_one_out(data)
+
+
+def given_split(data: Dataset) -> Split:
+    """The split a source ships (RecBole benchmark files): rows tagged train, valid or test.
+
+    lmrec's candidate sets hold one held-out item per user and stage, so a user may have at most
+    one validation and one test row (the leave-one-out benchmark files have exactly that).
+    """
+    inter = data.inter
+    stage = inter[STAGE_COLUMN].to_numpy()
+    bad = sorted(set(stage) - {"train", "valid", "test"})
+    if bad:
+        raise DataError(f"{data.name}: unknown stage value(s) {bad}; expected train, valid, test")
+    cols = ["user", "item", "timestamp"]
+    parts = {}
+    for name in ("valid", "test"):
+        rows = inter[stage == name]
+        dup = rows["user"].duplicated()
+        if dup.any():
+            index = int(rows["user"][dup].iloc[0])
+            count = int((rows["user"] == index).sum())
+            raise DataError(
+                f"{data.name}: user {data.users.raw[index]!r} has {count} {name} rows; lmrec's "
+                "protocol holds out one item per user and stage (a leave-one-out split)"
+            )
+        parts[name] = rows[cols].sort_values("user", kind="stable").reset_index(drop=True)
+    train = inter[stage == "train"].drop(columns=[STAGE_COLUMN]).reset_index(drop=True)
+    return Split(train, parts["valid"], parts["test"], data.n_users, data.n_items)
 
 
 def leave_one_out(data: Dataset) -> Split:
