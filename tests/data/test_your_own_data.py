@@ -82,7 +82,8 @@ def test_each_layout_keeps_what_its_files_say(tmp_path, layout):
     assert (ds.n_users, len(ds.inter)) == (N_USERS, N_USERS * PER_USER)
     hist = _histories()
     test_items = {
-        ds.users.raw[u]: ds.items.raw[j] for u, j in zip(split.test["user"], split.test["item"], strict=True)
+        ds.users.raw[u]: ds.items.raw[j]
+        for u, j in zip(split.test["user"], split.test["item"], strict=True)
     }
     # every layout here holds out each user's last item for test (file order or given split)
     assert test_items == {u: items[-1] for u, items in hist.items()}
