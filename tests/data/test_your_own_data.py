@@ -119,9 +119,35 @@ def test_every_layout_goes_through_the_cli_and_an_experiment(tmp_path):
         if (tmp_path / name).mkdir() is None
     }
     for spec in specs.values():
+        llm_config = tmp_path / "llm.json"
+        llm_config.write_text(
+            json.dumps(
+                {
+                    "model": "tiny-llama",
+                    "device": "cpu",
+                    "candidates": {"sampler": "mixed"},  # title similarity: the item titles
+                    "prompt": {"topk": "bdlm-topk", "max_history": 3},  # ids and titles
+                    "train": {"epochs": 1, "batch_size": 8, "max_steps": 2},
+                }
+            )
+        )
+        run = tmp_path / "llm" / spec.rsplit("/", 1)[-1].split("?")[0]
         for args in (
             ["data", "stats", spec, "--json"],
-            ["data", "candidates", spec, "--sampler", "popularity", "--out", str(tmp_path / "c")],
+            ["data", "candidates", spec, "--sampler", "mixed", "--out", str(tmp_path / "c")],
+            ["train", "mf", "--dataset", spec, "--out", str(run / "mf")],
+            [
+                "llm",
+                "train",
+                "--dataset",
+                spec,
+                "--mode",
+                "lora",
+                "--config",
+                str(llm_config),
+                "--out",
+                str(run / "lora"),
+            ],
         ):
             try:
                 main(args)
@@ -171,6 +197,9 @@ def test_every_layout_goes_through_the_cli_and_an_experiment(tmp_path):
         warnings.simplefilter("ignore")
         report = run_experiment(config, tmp_path / "exp").read_text()
     results = json.loads((tmp_path / "exp" / "results.json").read_text())
+    for name in specs:  # lmrec train and lmrec llm train wrote their metrics
+        runs = list((tmp_path / "llm").glob(f"{name}*/*/metrics.json"))
+        assert len(runs) == 2, runs
     assert [d["label"] for d in results["datasets"]] == ["plays", "bench", "seq"]
     for label in ("plays", "bench", "seq"):
         metrics = results["metrics"][label]
