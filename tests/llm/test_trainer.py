@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from lmrec.llm.modes import ModeConfig, apply_mode
@@ -72,3 +73,34 @@ def test_gradient_checkpointing_trains_to_the_same_weights():
     )
     assert any(getattr(m, "gradient_checkpointing", False) for m in ckpt.modules())
     assert torch.allclose(_scores(ckpt, tok2, ids2), _scores(plain, tok, ids), atol=1e-4)
+
+
+def test_a_resumed_run_reports_the_loss_the_uninterrupted_run_reports(tmp_path):
+    whole, tok, _ = _fresh()
+    full = train_sft(whole, tok, EXAMPLES, CFG, progress=False)
+    part, tok2, _ = _fresh()
+    half = TrainConfig(**{**CFG.__dict__, "max_steps": 2})
+    train_sft(part, tok2, EXAMPLES, half, out_dir=tmp_path, progress=False)
+    resumed, tok3, _ = _fresh()
+    stats = train_sft(resumed, tok3, EXAMPLES, CFG, out_dir=tmp_path, progress=False)
+    assert stats["resumed_from"] == 2
+    assert stats["final_loss"] == pytest.approx(full["final_loss"], rel=1e-5)
+
+
+def test_resuming_with_another_computing_setting_is_refused(tmp_path):
+    from lmrec.errors import DataError
+
+    model, tok, _ = _fresh()
+    half = TrainConfig(**{**CFG.__dict__, "max_steps": 2})
+    train_sft(model, tok, EXAMPLES, half, out_dir=tmp_path, progress=False)
+    other = TrainConfig(**{**CFG.__dict__, "lr": 5e-2})
+    again, tok2, _ = _fresh()
+    with pytest.raises(DataError, match=r"lr: 0.01 -> 0.05"):
+        train_sft(again, tok2, EXAMPLES, other, out_dir=tmp_path, progress=False)
+
+
+def test_a_negative_step_cap_is_a_config_error():
+    from lmrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        TrainConfig(max_steps=-1)

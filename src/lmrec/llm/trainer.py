@@ -28,7 +28,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from lmrec.config import to_dict
-from lmrec.errors import ConfigError, DataError
+from lmrec.errors import ConfigError, DataError, check_ints
 from lmrec.llm.modes import param_groups, trainable_state
 from lmrec.llm.prompts import Prompt
 from lmrec.llm.scoring import is_prompt_learning, model_device
@@ -56,8 +56,19 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ConfigError("train.epochs and train.batch_size must be >= 1")
+        check_ints(
+            "train",
+            self,
+            {
+                "epochs": 1,
+                "batch_size": 1,
+                "warmup_steps": 0,
+                "max_steps": 0,  # 0: no cap (a negative cap used to train nothing)
+                "save_every": 0,
+                "keep_checkpoints": 1,
+                "max_length": 2,
+            },
+        )
         if self.lr <= 0 or self.lr_tokens <= 0:
             raise ConfigError("train.lr and train.lr_tokens must be > 0")
         if self.keep_checkpoints < 1:
@@ -175,7 +186,12 @@ def train_sft(
     start, losses = 0, []
     ckpt = latest_checkpoint(out_dir) if (out_dir is not None and resume) else None
     if ckpt is not None:
+        state = read_json(ckpt / "state.json")
+        check_resumable(state.get("config", {}), config, ckpt)
         start = load_checkpoint(ckpt, model, opt)
+        # the losses the final figure averages over: a resumed run reports what the same run
+        # reports uninterrupted
+        losses = [float(v) for v in state.get("recent_losses", [])]
 
     if config.gradient_checkpointing:
         enable_checkpointing(model)
@@ -202,9 +218,12 @@ def train_sft(
         if out_dir is not None and (
             done == total or (config.save_every and done % config.save_every == 0)
         ):
-            save_checkpoint(
-                out_dir, model, opt, done, {"loss": losses[-1], "config": to_dict(config)}
-            )
+            extra = {
+                "loss": losses[-1],
+                "recent_losses": losses[-RECENT:],
+                "config": to_dict(config),
+            }
+            save_checkpoint(out_dir, model, opt, done, extra)
             prune_checkpoints(out_dir, config.keep_checkpoints)
     model.eval()
     seconds = time.perf_counter() - t0
@@ -215,9 +234,31 @@ def train_sft(
         "examples": len(rows),
         "seconds": seconds,
         "samples_per_s": trained / seconds if seconds > 0 and trained else 0.0,
-        "final_loss": float(np.mean(losses[-20:])) if losses else None,
+        "final_loss": float(np.mean(losses[-RECENT:])) if losses else None,
         "peak_memory_mb": peak_memory_mb(device),
     }
+
+
+RECENT = 20  # losses averaged into final_loss (and the progress bar)
+# TrainConfig fields that may change when a run resumes: how long it runs and what it keeps,
+# not what a step computes.
+RESUMABLE = frozenset(
+    {"epochs", "max_steps", "save_every", "keep_checkpoints", "gradient_checkpointing"}
+)
+
+
+def check_resumable(saved: dict, config: TrainConfig, where: Path) -> None:
+    """Raise :class:`DataError` if ``config`` differs from the checkpoint's in a computing field."""
+    now = to_dict(config)
+    changed = sorted(
+        k for k in set(saved) | set(now) if k not in RESUMABLE and saved.get(k) != now.get(k)
+    )
+    if saved and changed:
+        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+        raise DataError(
+            f"{where}: this checkpoint was trained with another train config ({diffs}); use a "
+            "new out_dir, or the saved config to resume"
+        )
 
 
 def enable_checkpointing(model) -> None:
