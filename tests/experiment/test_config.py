@@ -18,7 +18,7 @@ def test_defaults_and_shorthand():
             "datasets": ["ml-100k", {"name": "atomic:/data/shop", "preprocess": {"user_core": 5}}],
         }
     )
-    assert [d.label for d in cfg.datasets] == ["ml-100k", "atomic_data_shop"]
+    assert [d.label for d in cfg.datasets] == ["ml-100k", "shop"]  # a spec string: its file stem
     assert cfg.datasets[1].preprocess == {"user_core": 5}
     m = cfg.methods[0]
     assert (m.kind, m.model, m.label, cfg.seeds, cfg.isolate) == ("domain", "mf", "mf", [0], True)
