@@ -7,9 +7,10 @@ PY := $(VENV)/bin/python
 install:
 	bash scripts/install.sh
 
-# The main job on the offline defaults: BDLM reduced to ML-100K with SmolLM2-135M on CPU
-# (popularity, LightGCN, the LLM without the bridge, BDLM-llm, BDLM-drs); prints the table and
-# writes runs/bdlm_ml100k_cpu/report.md. About 20 minutes on 2 cores; run again to resume.
+# The main job on the offline defaults: BDLM on ML-100K with SmolLM2-135M on CPU (popularity,
+# LightGCN, SASRec, BDLM-llm, BDLM-drs; every test user, 95% intervals and paired tests); prints
+# the table and writes runs/bdlm_ml100k_cpu/report.md. About 17 minutes on 2 cores; run again to
+# resume.
 demo: install
 	$(VENV)/bin/lmrec experiment configs/bdlm_ml100k_cpu.yaml
 
