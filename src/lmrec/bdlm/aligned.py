@@ -47,7 +47,7 @@ from lmrec.llm.prompts import Prompt, PromptBuilder
 from lmrec.llm.sft import ExampleConfig, NegativeSampler
 from lmrec.protocol.samplers import NegativeSampler as ProtocolSampler
 from lmrec.protocol.split import Split
-from lmrec.train.batches import BatchBuilder
+from lmrec.train.batches import BatchBuilder, sample_negatives
 
 ROW_SCHEDULES = ("random", "recent")
 
@@ -143,16 +143,10 @@ class AlignedBatches:
         lengths = self.seen.lengths()[users]
         # the e-th most recent train item; users with fewer items cycle back to their last
         back = (epoch - 1) % (lengths - 1)
-        pos = self.seen.items[self.seen.indptr[users] + lengths - 1 - back]
-        neg = np.empty_like(pos)
-        for r, u in enumerate(users):
-            start, stop = self.seen.indptr[u], self.seen.indptr[u + 1]
-            taken = set(self.seen.items[start:stop].tolist())
-            j = int(rng.integers(self.seen.n_items))
-            while j in taken:
-                j = int(rng.integers(self.seen.n_items))
-            neg[r] = j
-        return {"users": users, "pos": pos.astype(np.int64), "neg": neg.astype(np.int64)}
+        position = lengths - 1 - back
+        pos = self.seen.items[self.seen.indptr[users] + position].astype(np.int64)
+        neg = sample_negatives(rng, users, self.seen)  # the domain loop's own uniform draw
+        return {"users": users, "pos": pos, "neg": neg, "position": position.astype(np.int64)}
 
     def _arrays(self, epoch: int) -> dict[str, np.ndarray]:
         if self._epoch is None or self._epoch[0] != epoch:
@@ -169,10 +163,8 @@ class AlignedBatches:
         users = arrays["users"][lo : lo + self.batch_size]
         pos = arrays["pos"][lo : lo + self.batch_size]
         neg = arrays["neg"][lo : lo + self.batch_size]
-        if self.schedule == "recent":
-            # the target's own place (an item seen twice: its last occurrence, as in _recent)
-            back = (epoch - 1) % (self.seen.lengths()[users] - 1)
-            return Rows(users, pos, neg, self.seen.lengths()[users] - 1 - back)
+        if "position" in arrays:  # recent rows know their target's place already
+            return Rows(users, pos, neg, arrays["position"][lo : lo + self.batch_size])
         at = np.searchsorted(self._codes, users * self.seen.n_items + pos)
         return Rows(users, pos, neg, self._positions[at])
 
