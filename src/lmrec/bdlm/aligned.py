@@ -211,14 +211,22 @@ class AlignedBatches:
         return out
 
     def llm_prompts(
-        self, rows: Rows, builder: PromptBuilder, examples: ExampleConfig, epoch: int, k: int
+        self,
+        rows: Rows,
+        builder: PromptBuilder,
+        examples: ExampleConfig,
+        epoch: int,
+        k: int,
+        cands: np.ndarray | None = None,
     ) -> list[Prompt]:
         """SFT prompts of the rows for the tasks in ``examples.tasks`` (see module docstring).
 
         Per row: the top-K prompt (if asked), then the interaction prompts of the positive and
-        the negative (if asked).
+        the negative (if asked). ``cands``: the rows' :meth:`topk_candidates` when the caller
+        has drawn them already.
         """
-        cands = self.topk_candidates(rows, examples, epoch, k) if "topk" in examples.tasks else None
+        if cands is None and "topk" in examples.tasks:
+            cands = self.topk_candidates(rows, examples, epoch, k)
         out: list[Prompt] = []
         for r, (u, pos, neg, t) in enumerate(
             zip(rows.users, rows.pos, rows.neg, rows.position, strict=True)

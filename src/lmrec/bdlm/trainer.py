@@ -303,7 +303,10 @@ class JointTrainer:
     def llm_step(self, rows: Rows, step: int, epoch: int, k: int) -> dict[str, float]:
         """One optimiser step of the LLM side on the rows' prompts, then its write into M."""
         s = self.sides
-        prompts = self.batches.llm_prompts(rows, s.builder, self.examples, epoch, k)
+        cands = None
+        if "topk" in self.examples.tasks:  # drawn once: the prompts and the listwise loss
+            cands = self.batches.topk_candidates(rows, self.examples, epoch, k)
+        prompts = self.batches.llm_prompts(rows, s.builder, self.examples, epoch, k, cands)
         encoded = [encode_example(s.tokenizer, p, self.llm_cfg.max_length) for p in prompts]
         batch = {n: t.to(self.device) for n, t in self.collate(encoded).items()}
         torch.manual_seed(_stream_seed(self.cfg.seed, "llm", step))  # dropout masks
@@ -312,7 +315,6 @@ class JointTrainer:
         if listwise:
             sft, logits, labels = batch_loss(s.llm, batch, return_logits=True)
             per_row = len(prompts) // len(rows)  # the top-K prompt leads each row's prompts
-            cands = self.batches.topk_candidates(rows, self.examples, epoch, k)
             ranked = listwise_loss(
                 logits,
                 labels,
