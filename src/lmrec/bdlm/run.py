@@ -429,12 +429,9 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
 def _fit_linear_map(items: torch.Tensor, llm, tokenizer, titles: list[str]):
     """(W (d, width), b (width,)): ridge least squares from item rows to their titles' mean LM
     embedding (as :func:`lmrec.llm.tokens.project_table`'s ``linear``)."""
-    from lmrec.llm.tokens import title_embeddings
+    from lmrec.llm.tokens import fit_linear_map, title_embeddings
 
-    target = title_embeddings(llm, tokenizer, titles)
-    x = torch.cat([items, torch.ones(len(items), 1)], 1)
-    ridge = 1e-3 * torch.eye(x.shape[1])
-    w = torch.linalg.solve(x.T @ x + ridge, x.T @ target)  # (d + 1, width)
+    w = fit_linear_map(items, title_embeddings(llm, tokenizer, titles))  # (d + 1, width)
     return w[:-1].contiguous(), w[-1].contiguous()
 
 

@@ -244,11 +244,17 @@ def project_table(
         return out
     if fit_source is None or fit_target is None:
         raise ConfigError("preload.projection=linear needs rows to fit (fit_source, fit_target)")
-    x = torch.cat([fit_source.detach().float().cpu(), torch.ones(len(fit_source), 1)], 1)
-    y = fit_target.detach().float().cpu()
-    ridge = 1e-3 * torch.eye(x.shape[1])
-    w = torch.linalg.solve(x.T @ x + ridge, x.T @ y)  # (d + 1, width)
+    w = fit_linear_map(fit_source, fit_target)  # (d + 1, width)
     return torch.cat([table, torch.ones(n, 1)], 1) @ w
+
+
+def fit_linear_map(source: Tensor, target: Tensor) -> Tensor:
+    """(d + 1, width): ridge least squares from ``source`` rows (plus a bias column) to
+    ``target`` rows; the last row is the bias."""
+    x = torch.cat([source.detach().float().cpu(), torch.ones(len(source), 1)], 1)
+    y = target.detach().float().cpu()
+    ridge = 1e-3 * torch.eye(x.shape[1])
+    return torch.linalg.solve(x.T @ x + ridge, x.T @ y)
 
 
 def title_embeddings(model, tokenizer, titles: list[str]) -> Tensor:
