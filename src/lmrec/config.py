@@ -61,6 +61,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
+def config_changes(saved: dict[str, Any], cfg: Any, unchecked: frozenset[str]) -> str:
+    """``"key: saved -> now, ..."`` for the fields of ``cfg`` (a dataclass) that differ from
+    ``saved`` (its ``to_dict`` form), leaving out ``unchecked``; empty when none does. What every
+    "may this run resume from that checkpoint?" check compares."""
+    now = to_dict(cfg)
+    changed = sorted(
+        k for k in set(saved) | set(now) if k not in unchecked and saved.get(k) != now.get(k)
+    )
+    return ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+
+
 def load_file(path: str | Path) -> dict[str, Any]:
     """Read a YAML or JSON config file into a dict, with a clear error on bad syntax."""
     path = Path(path)

@@ -40,7 +40,6 @@ from lmrec.errors import ConfigError
 from lmrec.utils.io import read_json, sha256_json, write_json
 
 SHARED_DIR = "_bdlm"  # "_..." is never a method name (method names are slugs without "_" ends)
-DOMAIN_RANKS_FILE = "topk_ranks_domain.json"  # BDLM-drs's domain model alone, same users
 
 
 def _no_model_config(cell, kind: str) -> None:
@@ -117,7 +116,7 @@ def run_bdlm_cell(cell, out_dir: Path) -> dict[str, float]:
             f"method {cell.method.name!r}: side {side!r} was not evaluated (bdlm.evaluate)"
         )
     from lmrec.bdlm.run import ranks_file
-    from lmrec.eval.significance import RANKS_FILE
+    from lmrec.eval.significance import DOMAIN_RANKS_FILE, RANKS_FILE
 
     copies = {ranks_file(side): RANKS_FILE}
     if side == "drs":

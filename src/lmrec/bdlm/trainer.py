@@ -55,7 +55,7 @@ from lmrec.bdlm.aligned import ROW_SCHEDULES, AlignedBatches, Rows
 from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
-from lmrec.config import to_dict
+from lmrec.config import config_changes, to_dict
 from lmrec.errors import ConfigError, DataError, check_ints, check_numbers
 from lmrec.llm.modes import trainable_state
 from lmrec.llm.prompts import PromptBuilder
@@ -547,12 +547,8 @@ class JointTrainer:
 
 def check_resumable(saved: dict[str, Any], cfg: JointConfig, where: Path) -> None:
     """Raise :class:`DataError` if ``cfg`` differs from the checkpoint's in a computing field."""
-    now = to_dict(cfg)
-    changed = sorted(
-        k for k in set(saved) | set(now) if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)
-    )
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+    diffs = config_changes(saved, cfg, RESUMABLE_FIELDS)
+    if diffs:
         raise DataError(
             f"{where}: this checkpoint was trained with another joint config ({diffs}); use a "
             "new out_dir, or the saved config to resume"

@@ -27,6 +27,8 @@ from lmrec.errors import DataError
 from lmrec.utils.io import read_json, write_json
 
 RANKS_FILE = "topk_ranks.json"
+# beside a BDLM-drs cell's own ranks: its domain model scored alone on the same users
+DOMAIN_RANKS_FILE = "topk_ranks_domain.json"
 
 
 def positive_ranks(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -152,6 +154,7 @@ def paired_comparison(
 
 
 __all__ = [
+    "DOMAIN_RANKS_FILE",
     "RANKS_FILE",
     "bootstrap_interval",
     "mcnemar_exact",

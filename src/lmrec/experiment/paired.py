@@ -22,12 +22,17 @@ from typing import Any
 
 import numpy as np
 
-from lmrec.eval.significance import RANKS_FILE, bootstrap_interval, paired_comparison, read_ranks
+from lmrec.eval.significance import (
+    DOMAIN_RANKS_FILE,
+    RANKS_FILE,
+    bootstrap_interval,
+    paired_comparison,
+    read_ranks,
+)
 from lmrec.experiment.cell import RUN_DIR
 from lmrec.experiment.config import ExperimentConfig
 from lmrec.report import markdown_table
 
-DOMAIN_RANKS_FILE = "topk_ranks_domain.json"
 DOMAIN_SUFFIX = " · domain alone"
 
 Ranks = dict[tuple[int, int], int]  # (seed, user) -> rank of the positive

@@ -27,7 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lmrec.config import to_dict
+from lmrec.config import config_changes, to_dict
 from lmrec.errors import ConfigError, DataError, check_ints
 from lmrec.llm.modes import param_groups, trainable_state
 from lmrec.llm.prompts import Prompt
@@ -249,12 +249,8 @@ RESUMABLE = frozenset(
 
 def check_resumable(saved: dict, config: TrainConfig, where: Path) -> None:
     """Raise :class:`DataError` if ``config`` differs from the checkpoint's in a computing field."""
-    now = to_dict(config)
-    changed = sorted(
-        k for k in set(saved) | set(now) if k not in RESUMABLE and saved.get(k) != now.get(k)
-    )
-    if saved and changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+    diffs = config_changes(saved, config, RESUMABLE)
+    if saved and diffs:
         raise DataError(
             f"{where}: this checkpoint was trained with another train config ({diffs}); use a "
             "new out_dir, or the saved config to resume"

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lmrec.config import to_dict
+from lmrec.config import config_changes, to_dict
 from lmrec.errors import ConfigError, DataError, check_ints
 from lmrec.models.base import Recommender
 from lmrec.protocol.split import Split
@@ -337,12 +337,8 @@ def _validate(model: Recommender, valid_fn: ValidFn, metric: str) -> dict[str, f
 def check_resumable(saved: dict[str, Any], cfg: TrainConfig, where: Path) -> None:
     """Raise :class:`ConfigError` if ``cfg`` differs from the ``saved`` train config in a field
     that changes the result (anything but :data:`RESUMABLE_FIELDS`)."""
-    now = to_dict(cfg)
-    changed = sorted(
-        k for k in set(saved) | set(now) if k not in RESUMABLE_FIELDS and saved.get(k) != now.get(k)
-    )
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed)
+    diffs = config_changes(saved, cfg, RESUMABLE_FIELDS)
+    if diffs:
         raise ConfigError(
             f"{where}: this run was trained with a different config ({diffs}); use a new "
             "out_dir, or the saved config to resume"
