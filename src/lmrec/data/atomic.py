@@ -88,7 +88,20 @@ def load_atomic(
     inter_path = Path(inter_path)
     name = name or inter_path.stem
     table = read_table(inter_path, "\t")
-    fields = _fields(table)
+    inter = _inter_frame(table, _fields(table), user_field, item_field, rating_field, time_field)
+    items = _items(Path(item_path), item_field) if item_path is not None else None
+    return Interactions(name, inter, items) if items is not None else Interactions(name, inter)
+
+
+def _inter_frame(
+    table: Table,
+    fields: dict[str, str],
+    user_field: str,
+    item_field: str,
+    rating_field: str,
+    time_field: str,
+) -> pd.DataFrame:
+    """The interactions of a read ``.inter`` table (row order is the clock without times)."""
     n = len(table)
     if time_field in fields:
         timestamp = table.numbers(fields[time_field]).astype(np.int64)
@@ -107,8 +120,7 @@ def load_atomic(
             "rating": rating.astype(np.float32),
         }
     )
-    items = _items(Path(item_path), item_field) if item_path is not None else None
-    return Interactions(name, inter, items) if items is not None else Interactions(name, inter)
+    return inter
 
 
 STAGES = ("train", "valid", "test")
@@ -142,14 +154,7 @@ def load_atomic_split(
         if HISTORY_FIELD in fields:
             frame = _sequential(table, fields, stage, user_field, item_field)
         else:
-            frame = load_atomic(
-                paths[stage],
-                name=name,
-                user_field=user_field,
-                item_field=item_field,
-                rating_field=rating_field,
-                time_field=time_field,
-            ).inter
+            frame = _inter_frame(table, fields, user_field, item_field, rating_field, time_field)
             if time_field not in fields:
                 frame["timestamp"] = frame["timestamp"] + offset
         offset += len(frame) + 1

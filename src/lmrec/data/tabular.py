@@ -30,9 +30,19 @@ _SNIFF_LINES = 20
 
 
 def _first_lines(path: Path) -> list[str]:
+    """The first non-blank lines, from the first 64 KiB only (gzip allowed)."""
+    import gzip
+
     from lmrec.data.readers import read_bytes
 
-    text = read_bytes(path)[: 1 << 16].decode("utf-8", errors="replace")
+    with require_file(path).open("rb") as fh:
+        gzipped = fh.read(2) == b"\x1f\x8b"
+    try:
+        with gzip.open(path, "rb") if gzipped else path.open("rb") as fh:
+            head = fh.read(1 << 16)
+    except (EOFError, OSError):  # a corrupt gzip: read_bytes says what is wrong
+        head = read_bytes(path)[: 1 << 16]
+    text = head.decode("utf-8", errors="replace")
     return [line for line in text.splitlines() if line.strip()][:_SNIFF_LINES]
 
 
