@@ -280,6 +280,59 @@ def demo(
     console.print(f"report written to {out / 'report.md'}")
 
 
+@app.command("serve")
+def serve(
+    run_dir: Annotated[Path, typer.Argument(help="A finished run folder (train, llm or BDLM).")],
+    host: Annotated[str, typer.Option(help="Address to bind (loopback unless told).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Processes (each loads the weights).")] = 1,
+    side: Annotated[
+        str | None, typer.Option(help="BDLM runs: drs (default) or llm re-ranks.")
+    ] = None,
+    retriever: Annotated[
+        Path | None, typer.Option(help="LLM runs: an `lmrec train` folder that retrieves.")
+    ] = None,
+    data_dir: DataDir = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="LMREC_API_KEY", help="Require this X-API-Key (all but /health)."),
+    ] = None,
+    max_batch: Annotated[
+        int, typer.Option(help="Requests per forward pass (1: no batching).")
+    ] = 32,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill.")] = 5.0,
+    queue_size: Annotated[int, typer.Option(help="Waiting requests before 503.")] = 256,
+    timeout_s: Annotated[float, typer.Option(help="Per-request timeout (504).")] = 30.0,
+) -> None:
+    """Serve a saved run over HTTP: POST /recommend, POST /score, GET /items/{id}, /metrics."""
+    import dataclasses
+    import os
+
+    import uvicorn
+
+    from lmrec.serve.app import ServeConfig
+    from lmrec.serve.engine import check_run_folder
+
+    check_run_folder(run_dir)  # refuse a wrong folder before binding a port
+    config = ServeConfig(
+        side=side,
+        retriever=None if retriever is None else str(retriever),
+        data_dir=None if data_dir is None else str(data_dir),
+        api_key=api_key,
+        max_batch=max_batch,
+        max_wait_ms=max_wait_ms,
+        queue_size=queue_size,
+        timeout_s=timeout_s,
+    )
+    os.environ[SERVE_ENV] = json.dumps({"run_dir": str(run_dir), **dataclasses.asdict(config)})
+    uvicorn.run("lmrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers)
+
+
+SERVE_ENV = "LMREC_SERVE"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point; bad input ends with one clear line and exit status 2."""
     try:

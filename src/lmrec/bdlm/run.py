@@ -43,11 +43,11 @@ from lmrec.bdlm.cascade import Cascade, CascadeConfig
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.inference import evaluate_cascade, evaluate_domain
 from lmrec.bdlm.refit import RefitConfig, refit_on_lists, refit_on_valid
-from lmrec.bdlm.sharing import SharingModule
+from lmrec.bdlm.setup import preloaded_sides
 from lmrec.bdlm.trainer import JointConfig, JointSides, JointTrainer
 from lmrec.config import from_dict, to_dict
-from lmrec.errors import ConfigError, DataError
-from lmrec.llm.pipeline import LLMRunConfig, PreloadConfig, build_llm, evaluate_llm
+from lmrec.errors import ConfigError
+from lmrec.llm.pipeline import LLMRunConfig, PreloadConfig, evaluate_llm
 from lmrec.llm.trainer import TrainConfig as LLMTrainConfig
 from lmrec.utils.io import read_json, write_json
 
@@ -257,56 +257,10 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     ds.items.save(out / "item_ids.json")
     write_json(out / "protocol.json", prepared.protocol())
 
-    # the LLM, with random user/item rows for now
-    llm, tok, ids, _ = build_llm(cfg.llm, ds.n_users, ds.n_items, ds.titles())
+    llm, tok, ids, domain, sharing, record = preloaded_sides(cfg, dataset, prepared, out)
     width = int(llm.get_input_embeddings().weight.shape[1])
     device = next(llm.parameters()).device
-
-    domain = domain_model(cfg, dataset, prepared, out / "domain", width).to(device)
-    with torch.no_grad():
-        p_u, q_i = (t.detach().float().cpu() for t in domain.user_item_embeddings())
-    proj = offset = None
-    if cfg.projection != "copy" and p_u.shape[1] > width:
-        raise ConfigError(
-            f"bdlm.projection {cfg.projection} maps a narrower domain model into the LLM; the "
-            f"domain model is {p_u.shape[1]} wide and the LLM {width}"
-        )
-    if cfg.projection == "orthogonal":
-        from lmrec.llm.tokens import orthogonal_projection
-
-        proj = orthogonal_projection(p_u.shape[1], width, seed=cfg.llm.preload.seed)
-    elif cfg.projection == "linear":
-        proj, offset = _fit_linear_map(q_i, llm, tok, ds.titles())
-
-    sharing, record = None, {"id_tokens": ids is not None}
     if ids is not None:
-        from lmrec.llm.tokens import set_id_token_rows
-
-        vocab = llm.get_input_embeddings().weight[: ids.first_id].detach().float()
-        lm_norm = float(vocab.norm(dim=1).mean())
-        domain_norm = float(torch.cat([p_u, q_i]).norm(dim=1).mean())
-        # the linear map is fitted into the LM's embedding space already: no rescaling
-        scale = 1.0 if proj is not None and offset is not None else domain_norm / lm_norm
-        record.update(
-            init="domain" if cfg.preload else "random",
-            lm_embedding_norm=lm_norm,
-            domain_norm=domain_norm,
-            llm_scale=scale,
-            projection=cfg.projection,
-            domain_width=int(p_u.shape[1]),
-        )
-        if cfg.preload:
-            # orthonormal rows keep row norms, so one scale serves copy and orthogonal alike
-            def lift(t):
-                if proj is None:
-                    return t
-                return t @ proj + (0.0 if offset is None else offset)
-
-            set_id_token_rows(llm, ids, "user", lift(p_u) / scale)
-            set_id_token_rows(llm, ids, "item", lift(q_i) / scale)
-        sharing = SharingModule.from_tables(
-            p_u, q_i, scale, cfg.joint.write_rate, cfg.joint.mutual_reduction, proj, offset
-        ).to(device)
         ids.save(out / "id_tokens.json")
     write_json(out / "preload.json", record)
     tok.save_pretrained(out / "tokenizer")
@@ -426,15 +380,6 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     return metrics
 
 
-def _fit_linear_map(items: torch.Tensor, llm, tokenizer, titles: list[str]):
-    """(W (d, width), b (width,)): ridge least squares from item rows to their titles' mean LM
-    embedding (as :func:`lmrec.llm.tokens.project_table`'s ``linear``)."""
-    from lmrec.llm.tokens import fit_linear_map, title_embeddings
-
-    w = fit_linear_map(items, title_embeddings(llm, tokenizer, titles))  # (d + 1, width)
-    return w[:-1].contiguous(), w[-1].contiguous()
-
-
 def ranks_file(side: str) -> str:
     """Per-user top-K ranks of one side of a BDLM run (``llm``, ``drs``, ``domain``)."""
     return f"topk_ranks_{side}.json"
@@ -463,53 +408,6 @@ def _llm_topk_scores(cfg: BDLMConfig, llm, tok, builder, prepared, ids) -> dict:
         scores = score_candidates(scorer.topk, cands, cfg.llm.eval_batch_size, cfg.joint.progress)
         out[stage] = ScoreTable(cands.users, cands.items, scores)
     return out
-
-
-def domain_model(cfg: BDLMConfig, dataset: str, prepared, folder: Path, width: int):
-    """The trained domain model of ``cfg.domain``, of width ``width`` (trained if needed)."""
-    from lmrec.models import build_model
-    from lmrec.train.checkpoint import load_weights
-    from lmrec.train.run import train_run
-    from lmrec.train.trainer import BEST_FILE
-
-    spec = cfg.domain
-    dim = spec.model_config.get("dim", width)
-    if dim != width and cfg.projection == "copy":
-        raise ConfigError(
-            f"bdlm.domain.model_config.dim is {dim} but the LLM is {width} wide; M needs one "
-            f"width on both sides (BDLM sets the domain model's width to the LLM's): set dim "
-            f"to {width} or leave it out, or set bdlm.projection: orthogonal"
-        )
-    run = Path(spec.run) if spec.run else folder
-    if spec.run is None and not (run / BEST_FILE).is_file():
-        train_run(
-            spec.model,
-            dataset,
-            out_dir=run,
-            model_config={**spec.model_config, "dim": dim},
-            train_config={"seed": cfg.joint.seed, **spec.train_config},
-            preprocess=to_dict(prepared.preprocess),
-            candidates=to_dict(prepared.candidates),
-            data_dir=cfg.data_dir,
-        )
-    if not (run / BEST_FILE).is_file():
-        raise DataError(f"{run}: no {BEST_FILE}; is it a finished `lmrec train` folder?")
-    saved = read_json(run / "config.json")
-    if read_json(run / "item_ids.json").get("raw") != prepared.dataset.items.raw:
-        raise DataError(f"{run}: the domain model was trained on other items than this dataset")
-    model = build_model(
-        saved["model"], prepared.split.n_users, prepared.split.n_items, saved.get("model_config")
-    )
-    if getattr(model.config, "dim", width) != width and cfg.projection == "copy":
-        raise ConfigError(
-            f"{run}: the domain model is {model.config.dim} wide but the LLM {width}; train it "
-            f"with model_config.dim = {width}, or set bdlm.projection: orthogonal"
-        )
-    train = prepared.split.train
-    model.prepare(train["user"].to_numpy(), train["item"].to_numpy())
-    load_weights(model, run / BEST_FILE)
-    model.eval()
-    return model
 
 
 def _comparable(run_config: dict) -> dict:

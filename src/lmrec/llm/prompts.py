@@ -131,6 +131,10 @@ class Prompt:
     answer: str = ""
 
 
+# How a prompt names a user without an id ("User without an id has watched ...").
+NEW_USER = "without an id"
+
+
 class PromptBuilder:
     """Renders prompts of one configuration for one dataset's titles and tokens."""
 
@@ -155,12 +159,15 @@ class PromptBuilder:
         return template.item.format(token=token, title=self.titles[j])
 
     def user(self, template: PromptTemplate, u: int) -> str:
+        if u < 0:  # a user the model has no token for (a served history-only request)
+            return NEW_USER
         token = self.ids.user_token(u) if self.ids is not None else ""
         return template.user.format(token=token)
 
     def candidate_order(self, user: int, n: int, target: int) -> np.ndarray:
         """The seeded permutation of a prompt's candidates, ``target`` being the positive."""
-        return np.random.default_rng([self.config.seed, int(user), int(target)]).permutation(n)
+        key = int(user) % 2**32  # a user without an id (-1) has a stream of their own
+        return np.random.default_rng([self.config.seed, key, int(target)]).permutation(n)
 
     # --- whole prompts
     def instruction(

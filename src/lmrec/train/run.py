@@ -146,6 +146,34 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None) -> 
     The data, split and candidate sets are rebuilt (or loaded from cache) from ``config.json``;
     the id maps must match the saved ones. The result equals the run's ``metrics.json``.
     """
+    run_dir = Path(run_dir)
+    model, prepared, cfg = load_domain_run(run_dir, data_dir=data_dir)
+    saved_hashes = read_json(run_dir / "protocol.json").get("content_hash")
+    if saved_hashes != prepared.protocol()["content_hash"]:
+        raise DataError(
+            f"{run_dir / 'protocol.json'}: the rebuilt candidate sets differ from those the run "
+            "was evaluated on (content hashes differ)"
+        )
+    metrics = evaluate_model(
+        model, prepared.split, prepared.sets, max_len=history_len(model, cfg), progress=cfg.progress
+    )
+    folder = find_checkpoint(run_dir)
+    if folder is None:
+        raise DataError(f"{run_dir}: no checkpoint folder; is this a run folder of `lmrec train`?")
+    state = read_state(folder)
+    metrics.update(train_summary(state["best_epoch"], state["epoch"], state["best_metric"]))
+    return metrics
+
+
+def load_domain_run(
+    run_dir: str | Path, *, data_dir: str | Path | None = None
+) -> tuple[Recommender, Any, TrainConfig]:
+    """A finished ``lmrec train`` folder back in memory: ``(model, prepared data, train config)``.
+
+    The model holds the best weights, in eval mode, on the run's device; the data and split are
+    rebuilt (or read from the cache) from ``config.json``, and their id maps must equal the
+    saved ones, else the weights no longer line up.
+    """
     from lmrec.pipeline import prepare
 
     run_dir = Path(run_dir)
@@ -154,6 +182,8 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None) -> 
     missing = [k for k in required if k not in saved]
     if missing:
         raise DataError(f"{run_dir / CONFIG_FILE}: missing key(s) {', '.join(missing)}")
+    if not (run_dir / BEST_FILE).is_file():
+        raise DataError(f"{run_dir}: no {BEST_FILE}; is it a finished `lmrec train` folder?")
     cfg = from_dict(TrainConfig, saved["train"], f"{run_dir / CONFIG_FILE}: train")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -170,27 +200,13 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None) -> 
                 f"{path}: the {kind} ids of the reloaded dataset differ from the run's; the data "
                 "changed since training, so the saved weights no longer line up"
             )
-    saved_hashes = read_json(run_dir / "protocol.json").get("content_hash")
-    if saved_hashes != prepared.protocol()["content_hash"]:
-        raise DataError(
-            f"{run_dir / 'protocol.json'}: the rebuilt candidate sets differ from those the run "
-            "was evaluated on (content hashes differ)"
-        )
     model = _build(saved["model"], prepared.split, saved.get("model_config"))
     model.to(resolve_device(cfg.device))
     train_pairs = prepared.split.train
     model.prepare(train_pairs["user"].to_numpy(), train_pairs["item"].to_numpy())
     load_weights(model, run_dir / BEST_FILE)
     model.eval()
-    metrics = evaluate_model(
-        model, prepared.split, prepared.sets, max_len=history_len(model, cfg), progress=cfg.progress
-    )
-    folder = find_checkpoint(run_dir)
-    if folder is None:
-        raise DataError(f"{run_dir}: no checkpoint folder; is this a run folder of `lmrec train`?")
-    state = read_state(folder)
-    metrics.update(train_summary(state["best_epoch"], state["epoch"], state["best_metric"]))
-    return metrics
+    return model, prepared, cfg
 
 
 def evaluate_model(

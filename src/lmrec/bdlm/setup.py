@@ -1,0 +1,206 @@
+"""What a BDLM run is built from, for training and for reloading a finished run.
+
+- :func:`domain_model`: the trained domain model of ``bdlm.domain`` (an ``lmrec train`` folder,
+  trained first when the run has none yet).
+- :func:`preloaded_sides`: the LLM with one token per user and item, its rows pre-loaded from
+  the domain model (BDLM 4.1.2; steps 2-5 of :mod:`lmrec.bdlm.run`), and M.
+- :func:`load_bdlm_run`: a finished run folder back in memory (the LLM at its last checkpoint,
+  the cascade with its refitted head), for ``lmrec serve`` and re-scoring. It rebuilds the
+  sides with the same two functions the run used, so the reloaded model is the trained one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmrec.bdlm.sharing import SharingModule
+from lmrec.config import to_dict
+from lmrec.errors import ConfigError, DataError
+from lmrec.llm.pipeline import build_llm
+from lmrec.utils.io import read_json
+
+
+def preloaded_sides(cfg, dataset: str, prepared, out: Path):
+    """``(llm, tokenizer, ids, domain, sharing, record)`` of a BDLM config on ``prepared``.
+
+    ``record`` is what ``preload.json`` holds (norms, scale, projection). ``domain`` is the
+    trained domain model the rows come from (trained into ``out/domain`` when needed).
+    """
+    ds = prepared.dataset
+    # the LLM, with random user/item rows for now
+    llm, tok, ids, _ = build_llm(cfg.llm, ds.n_users, ds.n_items, ds.titles())
+    width = int(llm.get_input_embeddings().weight.shape[1])
+    device = next(llm.parameters()).device
+
+    domain = domain_model(cfg, dataset, prepared, out / "domain", width).to(device)
+    with torch.no_grad():
+        p_u, q_i = (t.detach().float().cpu() for t in domain.user_item_embeddings())
+    proj = offset = None
+    if cfg.projection != "copy" and p_u.shape[1] > width:
+        raise ConfigError(
+            f"bdlm.projection {cfg.projection} maps a narrower domain model into the LLM; the "
+            f"domain model is {p_u.shape[1]} wide and the LLM {width}"
+        )
+    if cfg.projection == "orthogonal":
+        from lmrec.llm.tokens import orthogonal_projection
+
+        proj = orthogonal_projection(p_u.shape[1], width, seed=cfg.llm.preload.seed)
+    elif cfg.projection == "linear":
+        proj, offset = fit_projection(q_i, llm, tok, ds.titles())
+
+    sharing, record = None, {"id_tokens": ids is not None}
+    if ids is not None:
+        from lmrec.llm.tokens import set_id_token_rows
+
+        vocab = llm.get_input_embeddings().weight[: ids.first_id].detach().float()
+        lm_norm = float(vocab.norm(dim=1).mean())
+        domain_norm = float(torch.cat([p_u, q_i]).norm(dim=1).mean())
+        # the linear map is fitted into the LM's embedding space already: no rescaling
+        scale = 1.0 if proj is not None and offset is not None else domain_norm / lm_norm
+        record.update(
+            init="domain" if cfg.preload else "random",
+            lm_embedding_norm=lm_norm,
+            domain_norm=domain_norm,
+            llm_scale=scale,
+            projection=cfg.projection,
+            domain_width=int(p_u.shape[1]),
+        )
+        if cfg.preload:
+            # orthonormal rows keep row norms, so one scale serves copy and orthogonal alike
+            def lift(t):
+                if proj is None:
+                    return t
+                return t @ proj + (0.0 if offset is None else offset)
+
+            set_id_token_rows(llm, ids, "user", lift(p_u) / scale)
+            set_id_token_rows(llm, ids, "item", lift(q_i) / scale)
+        sharing = SharingModule.from_tables(
+            p_u, q_i, scale, cfg.joint.write_rate, cfg.joint.mutual_reduction, proj, offset
+        ).to(device)
+
+    return llm, tok, ids, domain, sharing, record
+
+
+def fit_projection(items: torch.Tensor, llm, tokenizer, titles: list[str]):
+    """(W (d, width), b (width,)): ridge least squares from item rows to their titles' mean LM
+    embedding (as :func:`lmrec.llm.tokens.project_table`'s ``linear``)."""
+    from lmrec.llm.tokens import fit_linear_map, title_embeddings
+
+    w = fit_linear_map(items, title_embeddings(llm, tokenizer, titles))  # (d + 1, width)
+    return w[:-1].contiguous(), w[-1].contiguous()
+
+
+def domain_model(cfg, dataset: str, prepared, folder: Path, width: int):
+    """The trained domain model of ``cfg.domain``, of width ``width`` (trained if needed)."""
+    from lmrec.models import build_model
+    from lmrec.train.checkpoint import load_weights
+    from lmrec.train.run import train_run
+    from lmrec.train.trainer import BEST_FILE
+
+    spec = cfg.domain
+    dim = spec.model_config.get("dim", width)
+    if dim != width and cfg.projection == "copy":
+        raise ConfigError(
+            f"bdlm.domain.model_config.dim is {dim} but the LLM is {width} wide; M needs one "
+            f"width on both sides (BDLM sets the domain model's width to the LLM's): set dim "
+            f"to {width} or leave it out, or set bdlm.projection: orthogonal"
+        )
+    run = Path(spec.run) if spec.run else folder
+    if spec.run is None and not (run / BEST_FILE).is_file():
+        train_run(
+            spec.model,
+            dataset,
+            out_dir=run,
+            model_config={**spec.model_config, "dim": dim},
+            train_config={"seed": cfg.joint.seed, **spec.train_config},
+            preprocess=to_dict(prepared.preprocess),
+            candidates=to_dict(prepared.candidates),
+            data_dir=cfg.data_dir,
+        )
+    if not (run / BEST_FILE).is_file():
+        raise DataError(f"{run}: no {BEST_FILE}; is it a finished `lmrec train` folder?")
+    saved = read_json(run / "config.json")
+    if read_json(run / "item_ids.json").get("raw") != prepared.dataset.items.raw:
+        raise DataError(f"{run}: the domain model was trained on other items than this dataset")
+    model = build_model(
+        saved["model"], prepared.split.n_users, prepared.split.n_items, saved.get("model_config")
+    )
+    if getattr(model.config, "dim", width) != width and cfg.projection == "copy":
+        raise ConfigError(
+            f"{run}: the domain model is {model.config.dim} wide but the LLM {width}; train it "
+            f"with model_config.dim = {width}, or set bdlm.projection: orthogonal"
+        )
+    train = prepared.split.train
+    model.prepare(train["user"].to_numpy(), train["item"].to_numpy())
+    load_weights(model, run / BEST_FILE)
+    model.eval()
+    return model
+
+
+@dataclass
+class BDLMRun:
+    """A finished BDLM run in memory (see :func:`load_bdlm_run`)."""
+
+    config: Any  # BDLMConfig
+    dataset: str
+    prepared: Any
+    llm: Any
+    tokenizer: Any
+    ids: Any
+    builder: Any
+    cascade: Any
+
+
+def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BDLMRun:
+    """Reload a finished BDLM run folder: the LLM at its newest checkpoint, the cascade as saved.
+
+    The data, split and the domain model are rebuilt from ``config.json`` (the cache makes that
+    quick); the id maps must equal the saved ones, else the weights no longer line up.
+    """
+    from lmrec.bdlm.cascade import Cascade
+    from lmrec.bdlm.run import CONFIG_FILE, BDLMConfig
+    from lmrec.config import from_dict
+    from lmrec.llm.modes import apply_mode
+    from lmrec.llm.prompts import PromptBuilder
+    from lmrec.llm.trainer import latest_checkpoint, load_trainable
+    from lmrec.pipeline import prepare
+    from lmrec.train.checkpoint import load_weights
+
+    run = Path(run_dir)
+    saved = read_json(run / CONFIG_FILE)
+    if "bdlm" not in saved or "dataset" not in saved:
+        raise DataError(f"{run / CONFIG_FILE}: not a BDLM run (no 'bdlm' and 'dataset' keys)")
+    cfg = from_dict(BDLMConfig, saved["bdlm"], f"{run / CONFIG_FILE}: bdlm")
+    if not (run / "drs.safetensors").is_file():
+        raise DataError(f"{run}: no drs.safetensors; the run has not finished training")
+    prepared = prepare(
+        saved["dataset"],
+        data_dir=data_dir if data_dir is not None else cfg.data_dir,
+        preprocess=cfg.preprocess or None,
+        candidates=cfg.candidates or None,
+    )
+    for kind, ids_map in (("user", prepared.dataset.users), ("item", prepared.dataset.items)):
+        path = run / f"{kind}_ids.json"
+        if read_json(path).get("raw") != ids_map.raw:
+            raise DataError(f"{path}: the {kind} ids of the reloaded dataset differ from the run's")
+    llm, tok, ids, domain, _, _ = preloaded_sides(cfg, saved["dataset"], prepared, run)
+    ds = prepared.dataset
+    builder = PromptBuilder(cfg.llm.prompt, ds.titles(), ids, tok)
+    torch.manual_seed(cfg.joint.seed)
+    llm = apply_mode(llm, cfg.llm.mode, ids, tok)
+    ckpt = latest_checkpoint(run)
+    if ckpt is not None and cfg.joint.epochs > 0:
+        load_trainable(llm, ckpt / "llm" / "trainable.safetensors")
+    width = int(llm.get_input_embeddings().weight.shape[1])
+    cascade = Cascade(domain, width, cfg.cascade).to(next(llm.parameters()).device)
+    load_weights(cascade, run / "drs.safetensors")
+    llm.eval()
+    cascade.eval()
+    return BDLMRun(cfg, saved["dataset"], prepared, llm, tok, ids, builder, cascade)
+
+
+__all__ = ["BDLMRun", "domain_model", "fit_projection", "load_bdlm_run", "preloaded_sides"]

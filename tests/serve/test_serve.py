@@ -1,0 +1,299 @@
+"""``lmrec serve`` over real HTTP: a LightGCN run and a BDLM run (tiny Llama) trained here.
+
+The service must return what ``lmrec`` computed offline: for every test user, the rank of the
+positive among its test candidates under ``POST /score`` equals the rank the run wrote to its
+``topk_ranks*.json`` when it was evaluated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+import time
+import warnings
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from lmrec.eval.significance import positive_ranks, read_ranks
+
+N_USERS, N_ITEMS, PER_USER = 14, 30, 7
+
+
+def write_bench(folder):
+    """RecBole benchmark files: 14 users x 7 items (5 train, 1 valid, 1 test), titled items."""
+    rng = np.random.default_rng(0)
+    parts = {"train": [], "valid": [], "test": []}
+    for u in range(N_USERS):
+        items = [f"a{j}" for j in rng.choice(N_ITEMS, PER_USER, replace=False)]
+        parts["train"] += [f"u{u}\t{j}\t{t}" for t, j in enumerate(items[:-2])]
+        parts["valid"].append(f"u{u}\t{items[-2]}\t{PER_USER - 2}")
+        parts["test"].append(f"u{u}\t{items[-1]}\t{PER_USER - 1}")
+    for stage, rows in parts.items():
+        header = "user_id:token\titem_id:token\ttimestamp:float"
+        (folder / f"shop.{stage}.inter").write_text("\n".join([header, *rows]) + "\n")
+    items = ["item_id:token\ttitle:token_seq"] + [f"a{j}\tThing {j}" for j in range(N_ITEMS)]
+    (folder / "shop.item").write_text("\n".join(items) + "\n")
+    return f"atomic:{folder}/shop"
+
+
+CANDIDATES = {"sampler": "popularity", "n_negatives": 4}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """(dataset spec, LightGCN run folder, BDLM run folder), trained once for the module."""
+    from lmrec.bdlm.run import run_bdlm
+    from lmrec.train.run import train_run
+
+    torch.set_num_threads(2)
+    root = tmp_path_factory.mktemp("serve")
+    spec = write_bench(root)
+    lightgcn = root / "lightgcn"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train_run(
+            "lightgcn",
+            spec,
+            out_dir=lightgcn,
+            model_config={"dim": 8, "n_layers": 1},
+            train_config={"epochs": 3, "progress": False},
+            candidates=CANDIDATES,
+        )
+        bdlm = root / "bdlm"
+        run_bdlm(
+            spec,
+            {
+                "candidates": CANDIDATES,
+                "llm": {
+                    "model": "tiny-llama",
+                    "device": "cpu",
+                    "eval_limit": 0,
+                    "tasks": ["topk"],
+                    "prompt": {"topk": "id-topk", "interaction": "id-interaction"},
+                    "mode": {"mode": "full"},
+                    "examples": {"tasks": ["topk"], "n_candidates": 5, "negatives": "candidates"},
+                },
+                "domain": {"model": "lightgcn", "run": str(lightgcn)},
+                "projection": "orthogonal",
+                "cascade": {"use_llm_feature": False, "use_llm_score": True},
+                "cascade_refit": {"rows": "lists"},
+                "joint": {"rows": "recent", "batch_size": 4, "epochs": 1, "progress": False},
+            },
+            bdlm,
+        )
+    return spec, lightgcn, bdlm
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(run_dir, engine=None, **config):
+    """The app under uvicorn on 127.0.0.1 and a free port, in a thread; yields its base URL."""
+    import uvicorn
+
+    from lmrec.serve import ServeConfig, create_app
+
+    app = create_app(run_dir, ServeConfig(**config), engine=engine)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:  # up, then the weights loaded
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/ready", headers=_key(config), timeout=5).status_code == 200:
+                break
+        time.sleep(0.1)
+    else:
+        server.should_exit = True
+        raise AssertionError(f"the service never became ready: {httpx.get(url + '/ready').text}")
+    try:
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def _key(config) -> dict:
+    return {"X-API-Key": config["api_key"]} if config.get("api_key") else {}
+
+
+def _test_lists(spec):
+    """(raw user ids, raw candidate ids (B, C), labels) of the test top-K candidate set."""
+    from lmrec.pipeline import prepare
+
+    prepared = prepare(spec, candidates=CANDIDATES)
+    cands = prepared.sets[("topk", "test")]
+    users = prepared.dataset.users.to_raw(cands.users)
+    items = prepared.dataset.items.to_raw(cands.items)
+    return list(users), [list(row) for row in items], cands.labels, cands.users
+
+
+def _served_ranks(url, users, items, labels):
+    scores = []
+    for u, row in zip(users, items, strict=True):
+        r = httpx.post(f"{url}/score", json={"user": u, "items": row}, timeout=60)
+        assert r.status_code == 200, r.text
+        answer = r.json()
+        assert [x["item"] for x in answer["items"]] == row  # the caller's order
+        scores.append([x["score"] for x in answer["items"]])
+    return positive_ranks(np.array(scores), labels)
+
+
+def test_domain_run_serves_the_offline_ranking(runs):
+    spec, lightgcn, _ = runs
+    users, items, labels, dense = _test_lists(spec)
+    with serving(lightgcn) as url:
+        ranks = _served_ranks(url, users, items, labels)
+        ready = httpx.get(f"{url}/ready").json()
+    offline = read_ranks(lightgcn / "topk_ranks.json")
+    assert ready["kind"] == "domain" and ready["users"] == N_USERS
+    assert [offline[int(u)] for u in dense] == ranks.tolist()
+    assert len(set(ranks.tolist())) > 1
+
+
+@pytest.mark.parametrize("side", ["llm", "drs"])
+def test_bdlm_run_serves_the_offline_ranking_of_each_side(runs, side):
+    spec, _, bdlm = runs
+    users, items, labels, dense = _test_lists(spec)
+    with serving(bdlm, side=side) as url:
+        ranks = _served_ranks(url, users, items, labels)
+        answer = httpx.post(f"{url}/recommend", json={"user": users[0], "k": 3}).json()
+    offline = read_ranks(bdlm / f"topk_ranks_{side}.json")
+    assert [offline[int(u)] for u in dense] == ranks.tolist()
+    assert len(set(ranks.tolist())) > 1  # not a ranking every scorer would give
+    assert answer["side"] == side and len(answer["items"]) == 3
+    assert all(x["llm_score"] is not None for x in answer["items"])
+
+
+def test_recommend_masks_seen_items_and_batching_gives_the_same_answers(runs):
+    from lmrec.serve.engine import load_engine
+
+    spec, _, bdlm = runs
+    engine = load_engine(bdlm)
+    users = list(engine.users.raw)
+    bodies = [{"user": u, "k": 5, "candidates_n": 10} for u in users]
+    bodies.append({"history": ["a1", "a2", "nope"], "k": 4})
+
+    async def fire(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            rs = await asyncio.gather(*(client.post("/recommend", json=b) for b in bodies))
+            return [r.json() for r in rs], (await client.get("/metrics")).text
+
+    with serving(bdlm, engine=engine, max_batch=1) as url:
+        alone, _ = asyncio.run(fire(url))
+    with serving(bdlm, engine=engine, max_batch=32, max_wait_ms=50) as url:
+        batched, metrics = asyncio.run(fire(url))
+    for a, b in zip(alone, batched, strict=True):
+        assert [x["item"] for x in a["items"]] == [x["item"] for x in b["items"]]
+        np.testing.assert_allclose(
+            [x["score"] for x in a["items"]], [x["score"] for x in b["items"]], atol=1e-4
+        )
+    # a batch held more than one request; every answer avoided the user's seen items
+    sizes = [line for line in metrics.splitlines() if line.startswith("lmrec_batch_size_count")]
+    count = float(sizes[0].split()[-1])
+    assert count < len(bodies)
+    for u, answer in zip(users, batched[:-1], strict=True):
+        seen = set(engine.items.to_raw(engine.histories[engine.users.index(u)]))
+        assert not seen & {x["item"] for x in answer["items"]}
+    anonymous = batched[-1]
+    assert anonymous["user"] is None and len(anonymous["items"]) == 4
+    assert anonymous["warnings"] == ["history: unknown item id 'nope' ignored"]
+    assert not {"a1", "a2"} & {x["item"] for x in anonymous["items"]}
+    assert 'lmrec_requests_total{endpoint="/recommend",status="200"}' in metrics
+
+
+def test_bad_input_gets_a_4xx_naming_the_field(runs):
+    _, lightgcn, _ = runs
+    with serving(lightgcn, api_key="s3cret", max_body_bytes=2000) as url:
+        key = {"X-API-Key": "s3cret"}
+        assert httpx.get(f"{url}/health").status_code == 200  # no key needed
+        assert httpx.post(f"{url}/recommend", json={"user": "u1"}).status_code == 401
+        cases = [
+            ({"user": "nobody"}, 404, "user"),
+            ({"user": "u1", "k": 0}, 422, "k"),
+            ({"user": "u1", "k": 30, "candidates_n": 20}, 422, "body"),
+            ({"history": []}, 422, "history"),
+            ({"history": ["zzz"]}, 422, "history"),
+            ({}, 422, "user"),
+            ({"user": "u1", "colour": 3}, 422, "colour"),
+            ({"user": "u1", "history": ["a1"] * 400}, 413, "body"),
+        ]
+        for body, status, field in cases:
+            r = httpx.post(f"{url}/recommend", json=body, headers=key)
+            assert (r.status_code, r.json().get("field")) == (status, field), (body, r.text)
+        r = httpx.post(
+            f"{url}/recommend",
+            content=b'{"user": ',
+            headers={**key, "content-type": "application/json"},
+        )
+        assert (r.status_code, r.json()["field"]) == (400, "body")
+        r = httpx.post(f"{url}/score", json={"user": "u1", "items": ["x", "y"]}, headers=key)
+        assert (r.status_code, r.json()["field"]) == (422, "items")
+        assert httpx.get(f"{url}/items/nope", headers=key).status_code == 404
+        assert httpx.get(f"{url}/items/a3", headers=key).json()["title"] == "Thing 3"
+        schema = httpx.get(f"{url}/openapi.json", headers=key).json()
+        assert "examples" in str(schema["components"]["schemas"]["RecommendRequest"])
+
+
+class _Slow:
+    """An engine that takes 0.3 s a batch, to fill the queue."""
+
+    def __init__(self, engine) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name):
+        return getattr(self._engine, name)
+
+    def recommend(self, *args, **kwargs):
+        time.sleep(0.3)
+        return self._engine.recommend(*args, **kwargs)
+
+
+def test_full_queue_answers_503_with_retry_after(runs):
+    from lmrec.serve.engine import load_engine
+
+    _, lightgcn, _ = runs
+    engine = _Slow(load_engine(lightgcn))
+
+    async def fire(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            body = {"user": "u1", "k": 3}
+            return await asyncio.gather(*(client.post("/recommend", json=body) for _ in range(8)))
+
+    with serving(lightgcn, engine=engine, max_batch=1, queue_size=1) as url:
+        rs = asyncio.run(fire(url))
+    codes = sorted(r.status_code for r in rs)
+    assert codes.count(200) >= 2 and codes.count(503) >= 1, codes
+    assert set(codes) <= {200, 503}
+    assert all(r.headers["retry-after"] == "1" for r in rs if r.status_code == 503)
+
+
+def test_restart_serves_the_same_answers_and_pickles_are_refused(runs, tmp_path):
+    from lmrec.errors import DataError
+    from lmrec.serve.engine import load_engine
+
+    _, lightgcn, bdlm = runs
+    body = {"user": "u3", "k": 5, "candidates_n": 8}
+    answers = []
+    for _ in range(2):
+        with serving(bdlm) as url:
+            answers.append(httpx.post(f"{url}/recommend", json=body).json())
+    assert answers[0] == answers[1]
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(lightgcn, copy)
+    (copy / "model.pt").write_bytes(b"\x80\x04")
+    with pytest.raises(DataError, match=r"model\.pt.*unpickles"):
+        load_engine(copy)
