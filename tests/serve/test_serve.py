@@ -297,3 +297,60 @@ def test_restart_serves_the_same_answers_and_pickles_are_refused(runs, tmp_path)
     (copy / "model.pt").write_bytes(b"\x80\x04")
     with pytest.raises(DataError, match=r"model\.pt.*unpickles"):
         load_engine(copy)
+
+
+def test_llm_run_re_ranks_what_its_retriever_retrieves(runs, tmp_path):
+    from lmrec.llm.pipeline import llm_train
+
+    spec, lightgcn, _ = runs
+    config = {
+        "model": "tiny-llama",
+        "device": "cpu",
+        "candidates": CANDIDATES,
+        "eval_limit": 0,
+        "tasks": ["topk"],
+        "prompt": {"topk": "id-topk", "interaction": "id-interaction", "max_history": 4},
+        "train": {"max_steps": 2, "batch_size": 2},
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        llm_train(spec, "lora", tmp_path / "llm", config)
+    users, items, labels, dense = _test_lists(spec)
+    with serving(tmp_path / "llm", retriever=str(lightgcn)) as url:
+        ranks = _served_ranks(url, users, items, labels)
+        answer = httpx.post(f"{url}/recommend", json={"user": "u2", "k": 4}).json()
+    offline = read_ranks(tmp_path / "llm" / "topk_ranks.json")
+    assert [offline[int(u)] for u in dense] == ranks.tolist()
+    # the candidates are LightGCN's best 20 unseen items, re-ordered by the LLM's score
+    scores = [x["llm_score"] for x in answer["items"]]
+    assert answer["side"] == "llm" and scores == sorted(scores, reverse=True)
+
+
+def test_the_command_serves_a_run(runs):
+    import subprocess
+    import sys
+
+    _, lightgcn, _ = runs
+    port = _free_port()
+    cmd = [sys.executable, "-m", "lmrec.cli", "serve", str(lightgcn), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                    break
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.2)
+        answer = httpx.post(f"{url}/recommend", json={"user": "u0", "k": 3}).json()
+        assert answer["side"] == "domain" and len(answer["items"]) == 3
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    bad = subprocess.run(
+        [sys.executable, "-m", "lmrec.cli", "serve", str(lightgcn / "nothing")],
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode == 2 and "no such run folder" in bad.stdout

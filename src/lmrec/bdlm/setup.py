@@ -175,6 +175,7 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
     if "bdlm" not in saved or "dataset" not in saved:
         raise DataError(f"{run / CONFIG_FILE}: not a BDLM run (no 'bdlm' and 'dataset' keys)")
     cfg = from_dict(BDLMConfig, saved["bdlm"], f"{run / CONFIG_FILE}: bdlm")
+    cfg.domain.run = _domain_folder(cfg.domain.run, run)
     if not (run / "drs.safetensors").is_file():
         raise DataError(f"{run}: no drs.safetensors; the run has not finished training")
     prepared = prepare(
@@ -201,6 +202,19 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
     llm.eval()
     cascade.eval()
     return BDLMRun(cfg, saved["dataset"], prepared, llm, tok, ids, builder, cascade)
+
+
+def _domain_folder(given: str | None, run: Path) -> str | None:
+    """``bdlm.domain.run`` as saved (relative to where the run started, e.g. an experiment's
+    ``runs/...``), found from here or from a folder above the run folder."""
+    if given is None or Path(given).is_absolute() or Path(given).is_dir():
+        return given
+    for parent in run.resolve().parents:
+        if (parent / given).is_dir():
+            return str(parent / given)
+    raise DataError(
+        f"{run}: its domain model folder {given!r} is not found from here nor above the run"
+    )
 
 
 __all__ = ["BDLMRun", "domain_model", "fit_projection", "load_bdlm_run", "preloaded_sides"]
