@@ -24,21 +24,18 @@ from lmrec.eval.significance import positive_ranks, read_ranks
 N_USERS, N_ITEMS, PER_USER = 14, 30, 7
 
 
-def write_bench(folder):
-    """RecBole benchmark files: 14 users x 7 items (5 train, 1 valid, 1 test), titled items."""
+def write_shop(folder):
+    """A CSV of 14 users x 7 timed purchases (leave-one-out: 5 train, 1 valid, 1 test), titled."""
     rng = np.random.default_rng(0)
-    parts = {"train": [], "valid": [], "test": []}
+    rows = ["user,item,ts"]
     for u in range(N_USERS):
-        items = [f"a{j}" for j in rng.choice(N_ITEMS, PER_USER, replace=False)]
-        parts["train"] += [f"u{u}\t{j}\t{t}" for t, j in enumerate(items[:-2])]
-        parts["valid"].append(f"u{u}\t{items[-2]}\t{PER_USER - 2}")
-        parts["test"].append(f"u{u}\t{items[-1]}\t{PER_USER - 1}")
-    for stage, rows in parts.items():
-        header = "user_id:token\titem_id:token\ttimestamp:float"
-        (folder / f"shop.{stage}.inter").write_text("\n".join([header, *rows]) + "\n")
-    items = ["item_id:token\ttitle:token_seq"] + [f"a{j}\tThing {j}" for j in range(N_ITEMS)]
-    (folder / "shop.item").write_text("\n".join(items) + "\n")
-    return f"atomic:{folder}/shop"
+        picks = rng.choice(N_ITEMS, PER_USER, replace=False)
+        rows += [f"u{u},a{j},{100 * u + t}" for t, j in enumerate(picks)]
+    (folder / "shop.csv").write_text("\n".join(rows) + "\n")
+    things = ["item,title"] + [f"a{j},Thing {j}" for j in range(N_ITEMS)]
+    (folder / "things.csv").write_text("\n".join(things) + "\n")
+    query = "items=things.csv&user=user&item=item&timestamp=ts&rating=&title=title"
+    return f"csv:{folder}/shop.csv?{query}"
 
 
 CANDIDATES = {"sampler": "popularity", "n_negatives": 4}
@@ -52,7 +49,7 @@ def runs(tmp_path_factory):
 
     torch.set_num_threads(2)
     root = tmp_path_factory.mktemp("serve")
-    spec = write_bench(root)
+    spec = write_shop(root)
     lightgcn = root / "lightgcn"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
