@@ -47,7 +47,7 @@ from lmrec.bdlm.setup import preloaded_sides
 from lmrec.bdlm.trainer import JointConfig, JointSides, JointTrainer
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError
-from lmrec.llm.pipeline import LLMRunConfig, PreloadConfig, evaluate_llm
+from lmrec.llm.pipeline import LLMRunConfig, PreloadConfig, evaluate_llm, saved_llm
 from lmrec.llm.trainer import TrainConfig as LLMTrainConfig
 from lmrec.utils.io import read_json, write_json
 
@@ -412,6 +412,8 @@ def _llm_topk_scores(cfg: BDLMConfig, llm, tok, builder, prepared, ids) -> dict:
 
 def _comparable(run_config: dict) -> dict:
     out = {"dataset": run_config.get("dataset"), "bdlm": dict(run_config.get("bdlm", {}))}
+    if isinstance(out["bdlm"].get("llm"), dict):
+        out["bdlm"]["llm"] = saved_llm(out["bdlm"]["llm"])
     for section, key in _COSMETIC:
         sec = dict(out["bdlm"].get(section, {}))
         sec.pop(key, None)

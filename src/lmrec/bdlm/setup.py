@@ -20,7 +20,7 @@ import torch
 from lmrec.bdlm.sharing import SharingModule
 from lmrec.config import to_dict
 from lmrec.errors import ConfigError, DataError
-from lmrec.llm.pipeline import build_llm
+from lmrec.llm.pipeline import build_llm, saved_llm
 from lmrec.utils.io import read_json
 
 
@@ -174,7 +174,9 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
     saved = read_json(run / CONFIG_FILE)
     if "bdlm" not in saved or "dataset" not in saved:
         raise DataError(f"{run / CONFIG_FILE}: not a BDLM run (no 'bdlm' and 'dataset' keys)")
-    cfg = from_dict(BDLMConfig, saved["bdlm"], f"{run / CONFIG_FILE}: bdlm")
+    section = dict(saved["bdlm"])
+    section["llm"] = saved_llm(section.get("llm") or {})
+    cfg = from_dict(BDLMConfig, section, f"{run / CONFIG_FILE}: bdlm")
     cfg.domain.run = _domain_folder(cfg.domain.run, run)
     if not (run / "drs.safetensors").is_file():
         raise DataError(f"{run}: no drs.safetensors; the run has not finished training")

@@ -51,8 +51,8 @@ def prompt_features(
             out = forward(
                 model, batch["input_ids"], batch["attention_mask"], output_hidden_states=True
             )
-            h = out.hidden_states[-1][:, -1]
-            feats.append(h if grad else h.float().cpu())
+            h = out.hidden_states[-1][:, -1].float()  # bf16 under autocast
+            feats.append(h if grad else h.cpu())
     if not feats:
         return torch.zeros(0, model.config.hidden_size)
     return torch.cat(feats)

@@ -37,6 +37,7 @@ from lmrec.llm.sft import ExampleConfig, training_examples
 from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
 from lmrec.llm.trainer import TrainConfig, latest_checkpoint, load_trainable, train_sft
 from lmrec.utils.io import read_json, write_json
+from lmrec.utils.precision import PRECISIONS, resolve_precision, set_precision
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -87,6 +88,7 @@ class LLMRunConfig:
     model: str = DEFAULT_LLM
     device: str = "auto"
     dtype: str | None = None
+    precision: str = "auto"
     id_tokens: bool = True
     preload: PreloadConfig = field(default_factory=PreloadConfig)
     mode: ModeConfig = field(default_factory=ModeConfig)
@@ -122,6 +124,10 @@ class LLMRunConfig:
             raise ConfigError("llm.preload.init=domain needs id_tokens: true (rows to pre-load)")
         if self.few_shot < 0 or self.eval_limit < 0:
             raise ConfigError("llm.few_shot and llm.eval_limit must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"llm.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+            )
 
 
 # ---------------------------------------------------------------- building the model
@@ -170,6 +176,7 @@ def build_llm(cfg: LLMRunConfig, n_users: int, n_items: int, titles: list[str], 
     Returns ``(model, tokenizer, ids, preload_record)``; ``ids`` is None for text-only runs.
     """
     model, tok = load_llm(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+    set_precision(model, resolve_precision(cfg.precision, next(model.parameters()).device))
     if not cfg.id_tokens:
         return model, tok, None, {"id_tokens": False}
     ids = add_id_tokens(model, tok, n_users, n_items, seed=cfg.preload.seed)
@@ -375,7 +382,7 @@ def llm_train(
     prepared = _prepare(dataset_name, cfg)
     ds = prepared.dataset
     run_config = {"dataset": dataset_name, "llm": to_dict(cfg)}
-    if (out / CONFIG_FILE).is_file() and read_json(out / CONFIG_FILE) != run_config:
+    if (out / CONFIG_FILE).is_file() and saved_run(read_json(out / CONFIG_FILE)) != run_config:
         raise ConfigError(f"{out} holds a run with another config; use a new out_dir")
     write_json(out / CONFIG_FILE, run_config)
     ds.users.save(out / "user_ids.json")
@@ -426,6 +433,19 @@ def llm_train(
     return metrics
 
 
+def saved_llm(llm: dict) -> dict:
+    """A saved ``llm`` config section as today's code reads it: a run written before
+    ``precision`` existed computed in fp32."""
+    return {**llm, "precision": llm.get("precision", "fp32")}
+
+
+def saved_run(run_config: dict) -> dict:
+    """:func:`saved_llm` applied to a run folder's ``config.json`` (``{"dataset", "llm"}``)."""
+    if isinstance(run_config.get("llm"), dict):
+        return {**run_config, "llm": saved_llm(run_config["llm"])}
+    return run_config
+
+
 def load_llm_run(run_dir: str | Path):
     """Rebuild a saved run's model: base LM + tokens + saved rows + mode + latest checkpoint.
 
@@ -433,6 +453,7 @@ def load_llm_run(run_dir: str | Path):
     """
     run = Path(run_dir)
     saved = read_json(run / CONFIG_FILE)
+    saved = saved_run(saved)
     cfg = from_dict(LLMRunConfig, saved["llm"], f"{run / CONFIG_FILE}: llm")
     n_users = len(read_json(run / "user_ids.json")["raw"])
     n_items = len(read_json(run / "item_ids.json")["raw"])

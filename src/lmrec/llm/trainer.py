@@ -31,7 +31,7 @@ from lmrec.config import config_changes, to_dict
 from lmrec.errors import ConfigError, DataError, check_ints
 from lmrec.llm.modes import param_groups, trainable_state
 from lmrec.llm.prompts import Prompt
-from lmrec.llm.scoring import is_prompt_learning, model_device
+from lmrec.llm.scoring import forward, model_device
 from lmrec.llm.sft import IGNORE, SFTCollator, answer_loss, encode_example
 from lmrec.utils.io import read_json, write_json
 from lmrec.utils.memory import configure_malloc
@@ -86,15 +86,7 @@ def batch_loss(model, batch: dict[str, torch.Tensor], return_logits: bool = Fals
     # first labelled column of the batch; the logit predicting it sits one position earlier
     first = int(labelled.argmax(1).min()) if labelled.any() else labels.shape[1] - 1
     keep = labels.shape[1] - first + 1
-    kwargs = {}
-    if not is_prompt_learning(model):
-        kwargs["position_ids"] = (batch["attention_mask"].cumsum(-1) - 1).clamp_min(0)
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        logits_to_keep=keep,
-        **kwargs,
-    )
+    out = forward(model, batch["input_ids"], batch["attention_mask"], keep)
     loss = answer_loss(out.logits, labels[:, -keep:])
     if return_logits:
         return loss, out.logits, labels[:, -keep:]

@@ -1,0 +1,64 @@
+"""bf16 autocast: CPU detection from the flags, the resolved precision, its effect on scores."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmrec.errors import ConfigError
+from lmrec.utils import precision
+from lmrec.utils.precision import cpu_has_bf16, resolve_precision
+
+
+def _cpuinfo(tmp_path, flags: str):
+    path = tmp_path / "cpuinfo"
+    path.write_text(f"processor\t: 0\nmodel name\t: test\nflags\t\t: fpu sse2 {flags}\n\n")
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [("avx512f amx_bf16 amx_tile", True), ("avx512f avx512_bf16", True), ("avx2 avx512f", False)],
+)
+def test_cpu_bf16_is_read_from_the_flags(tmp_path, flags, expected):
+    assert cpu_has_bf16(_cpuinfo(tmp_path, flags)) is expected
+
+
+def test_no_cpuinfo_means_no_bf16(tmp_path):
+    assert cpu_has_bf16(str(tmp_path / "missing")) is False
+
+
+def test_resolution(monkeypatch):
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert resolve_precision("auto", "cpu") is torch.bfloat16
+    assert resolve_precision("fp32", "cpu") is None
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert resolve_precision("auto", "cpu") is None  # emulated bf16 would be slower
+    assert resolve_precision("bf16", "cpu") is torch.bfloat16  # asked for: honoured
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        resolve_precision("fp16", "cpu")
+
+
+def test_autocast_scores_close_to_fp32_and_returns_fp32_logits():
+    from lmrec.llm.resolve import load_llm
+    from lmrec.llm.scoring import last_log_probs
+    from lmrec.utils.precision import set_precision
+
+    torch.set_num_threads(1)
+    model, tok = load_llm("tiny-llama", device="cpu")
+    prompts = ["alpha beta gamma", "delta", "beta beta alpha delta gamma"]
+    full = last_log_probs(model, tok, prompts)
+    set_precision(model, torch.bfloat16)
+    half = last_log_probs(model, tok, prompts)
+    assert half.dtype == torch.float32
+    assert not torch.equal(full, half)  # the products did run in bf16
+    torch.testing.assert_close(half, full, atol=0.05, rtol=0.02)
+    set_precision(model, None)
+    assert torch.equal(last_log_probs(model, tok, prompts), full)  # undone
+
+
+def test_runs_written_before_the_option_are_read_as_fp32():
+    from lmrec.llm.pipeline import saved_run
+
+    assert saved_run({"dataset": "d", "llm": {"model": "m"}})["llm"]["precision"] == "fp32"
+    assert saved_run({"dataset": "d", "llm": {"precision": "auto"}})["llm"]["precision"] == "auto"
