@@ -305,6 +305,10 @@ def serve(
     max_wait_ms: Annotated[float, typer.Option(help="How long a batch waits to fill.")] = 5.0,
     queue_size: Annotated[int, typer.Option(help="Waiting requests before 503.")] = 256,
     timeout_s: Annotated[float, typer.Option(help="Per-request timeout (504).")] = 30.0,
+    precision: Annotated[
+        str,
+        typer.Option(help="LLM precision: run (as evaluated offline), auto, fp32 or bf16."),
+    ] = "run",
 ) -> None:
     """Serve a saved run over HTTP: POST /recommend, POST /score, GET /items/{id}, /metrics."""
     import dataclasses
@@ -325,6 +329,7 @@ def serve(
         max_wait_ms=max_wait_ms,
         queue_size=queue_size,
         timeout_s=timeout_s,
+        precision=precision,
     )
     os.environ[SERVE_ENV] = json.dumps({"run_dir": str(run_dir), **dataclasses.asdict(config)})
     uvicorn.run("lmrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers)

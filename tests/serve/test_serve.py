@@ -351,3 +351,14 @@ def test_the_command_serves_a_run(runs):
         text=True,
     )
     assert bad.returncode == 2 and "no such run folder" in bad.stdout
+
+
+def test_precision_is_the_runs_own_unless_overridden(runs):
+    from lmrec.serve.engine import load_engine
+    from lmrec.utils.precision import resolve_precision
+
+    _, _, bdlm = runs
+    own = load_engine(bdlm).reranker.llm.lmrec_precision
+    assert own is resolve_precision("auto", "cpu")  # the run's config: the default, auto
+    assert load_engine(bdlm, precision="fp32").reranker.llm.lmrec_precision is None
+    assert load_engine(bdlm, precision="bf16").reranker.llm.lmrec_precision is torch.bfloat16

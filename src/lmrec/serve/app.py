@@ -61,6 +61,7 @@ class ServeConfig:
     timeout_s: float = 30.0
     max_body_bytes: int = 65536
     llm_batch_size: int = 32
+    precision: str = "run"  # the run's own; auto / fp32 / bf16 override it
 
 
 # ---------------------------------------------------------------------- request / answer bodies
@@ -330,6 +331,7 @@ def _load(state: _State) -> None:
             retriever=config.retriever,
             data_dir=config.data_dir,
             batch_size=config.llm_batch_size,
+            precision=config.precision,
         )
         log.info("lmrec serve: %s ready (%s)", state.run_dir, state.engine.side)
     except Exception as exc:  # noqa: BLE001 - reported by /ready, the process stays up

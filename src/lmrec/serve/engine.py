@@ -369,19 +369,31 @@ def load_engine(
     retriever: str | Path | None = None,
     data_dir: str | Path | None = None,
     batch_size: int = 32,
+    precision: str = "run",
 ) -> Engine:
     """An :class:`Engine` over a finished run folder (see the module docstring).
 
     ``side`` for a BDLM run: ``drs`` (default when the run trained the cascade) or ``llm``.
     ``retriever``: an ``lmrec train`` folder an LLM run retrieves with (default popularity).
+    ``precision``: ``run`` (the LLM computes as it did when the run was evaluated, so answers
+    equal the offline ones) or ``auto`` / ``fp32`` / ``bf16`` (:mod:`lmrec.utils.precision`).
     """
     run = Path(run_dir)
     check_run_folder(run)
     saved = read_json(run / "config.json")
     if "bdlm" in saved:
-        return _load_bdlm(run, side, data_dir, batch_size)
-    if "llm" in saved:
-        return _load_llm(run, retriever, data_dir, batch_size)
+        engine = _load_bdlm(run, side, data_dir, batch_size)
+    elif "llm" in saved:
+        engine = _load_llm(run, retriever, data_dir, batch_size)
+    else:
+        engine = None
+    if engine is not None:
+        if precision != "run":
+            from lmrec.utils.precision import resolve_precision, set_precision
+
+            llm = engine.reranker.llm
+            set_precision(llm, resolve_precision(precision, next(llm.parameters()).device))
+        return engine
     if "model" in saved:
         from lmrec.train.run import load_domain_run
         from lmrec.train.trainer import history_len
