@@ -86,9 +86,3 @@ def load_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
     return data
-
-
-def save_json(cfg: Any, path: str | Path) -> None:
-    from lmrec.utils.io import atomic_write_text
-
-    atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")

@@ -79,7 +79,7 @@ def test_charts_are_png(finished, tmp_path):
         assert (out / name).read_bytes()[:8] == PNG
         assert f"]({name})" in text
     results = json.loads((out / "results.json").read_text())
-    # The hooks also work on explicit methods, e.g. for issue 5's variants.
+    # The hooks also work on explicit methods, e.g. an ablation's or a lambda sweep's variants.
     assert plot_ablation(results, tmp_path / "x.png", methods=["a"]).read_bytes()[:8] == PNG
     path = plot_lambda_curve(results, tmp_path / "y.png", methods=["a", "b"], lambdas=[1e-3, 1])
     assert path.read_bytes()[:8] == PNG

@@ -52,8 +52,14 @@ def test_user_texts_and_text_features(tiny, split):
 
 @pytest.mark.slow
 def test_gpt4sm_run_end_to_end_with_the_tiny_llama(tmp_path):
+    from safetensors.torch import load_file, save_file
+
     from lmrec.llm.baselines import gpt4sm_run
 
+    # features another LLM left in the folder are not reused
+    (tmp_path / "gpt4sm").mkdir()
+    stale = {"users": torch.zeros(943, 48), "items": torch.zeros(1682, 48)}
+    save_file(stale, str(tmp_path / "gpt4sm" / "features.safetensors"), {"llm": "other"})
     metrics = gpt4sm_run(
         "ml-100k",
         tmp_path / "gpt4sm",
@@ -63,7 +69,8 @@ def test_gpt4sm_run_end_to_end_with_the_tiny_llama(tmp_path):
         candidates={"sampler": "popularity"},
     )
     assert 0.0 <= metrics["topk/HR@1"] <= 1.0 and 0.0 <= metrics["interaction/AUC"] <= 1.0
-    assert (tmp_path / "gpt4sm" / "features.safetensors").is_file()
+    feats = load_file(str(tmp_path / "gpt4sm" / "features.safetensors"))
+    assert feats["items"].abs().sum() > 0 and feats["users"].abs().sum() > 0
 
 
 @pytest.mark.slow

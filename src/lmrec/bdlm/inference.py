@@ -28,12 +28,12 @@ import torch
 
 from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.features import FeatureCache
+from lmrec.eval.metrics import TOPK_CUTOFFS
 from lmrec.eval.significance import save_ranks
 from lmrec.llm.prompts import PromptBuilder, histories
 from lmrec.models.base import Recommender
 from lmrec.protocol.candidates import CandidateSet
 
-TOPK_CUTOFFS = (1, 2, 5, 10)
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 

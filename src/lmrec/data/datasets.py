@@ -385,13 +385,6 @@ def get_entry(name: str) -> DatasetEntry:
     )
 
 
-def find_dataset_files(
-    name: str, *, data_dir: str | Path | None = None, download: bool = True
-) -> RawFiles:
-    """Where ``name``'s raw files are (see :mod:`lmrec.data.sources` for the order tried)."""
-    return find_raw(get_entry(name).spec(), data_dir=data_dir, download=download)
-
-
 def _load(entry: DatasetEntry, files: RawFiles) -> Interactions:
     return entry.loaders[files.layout.fmt](files)
 

@@ -46,6 +46,10 @@ import numpy as np
 ArrayLike = Any  # np.ndarray or torch.Tensor; torch is only touched through duck typing
 
 
+# The cutoffs every top-K evaluation reports (HR@1 and HR@2 are the BDLM paper's columns).
+TOPK_CUTOFFS = (1, 2, 5, 10)
+
+
 def _to_numpy(x: ArrayLike, name: str) -> np.ndarray:
     if hasattr(x, "detach"):  # torch.Tensor, without importing torch here
         x = x.detach().cpu()

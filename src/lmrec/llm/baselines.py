@@ -191,6 +191,7 @@ def gpt4sm_run(
     """
     from lmrec.config import from_dict, to_dict
     from lmrec.pipeline import prepare
+    from lmrec.train.checkpoint import weights_metadata
     from lmrec.train.run import evaluate_model, make_valid_fn, train_summary
     from lmrec.train.trainer import TrainConfig, resolve_device, train
     from lmrec.utils.io import write_json
@@ -203,13 +204,15 @@ def gpt4sm_run(
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     feats_path = out / "features.safetensors"
-    if feats_path.is_file():
+    # the features belong to one LLM and one dataset: another LLM's are computed anew
+    source = {"llm": llm, "dataset": str(dataset_name)}
+    if feats_path.is_file() and weights_metadata(feats_path) == source:
         saved = load_file(str(feats_path))
         uf, itf = saved["users"], saved["items"]
     else:
         uf, itf = gpt4sm_features(llm, prepared)
         out.mkdir(parents=True, exist_ok=True)
-        save_file({"users": uf, "items": itf}, str(feats_path))
+        save_file({"users": uf, "items": itf}, str(feats_path), metadata=source)
     torch.manual_seed(cfg.seed)
     model = GPT4SM(uf, itf, from_dict(GPT4SMConfig, model_config, "gpt4sm"))
     device = resolve_device(cfg.device)

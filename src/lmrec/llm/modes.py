@@ -162,9 +162,3 @@ def param_groups(model, lr: float, lr_tokens: float, weight_decay: float = 0.0) 
 def trainable_state(model) -> dict[str, torch.Tensor]:
     """Name -> tensor of every trainable parameter (what a checkpoint must keep)."""
     return {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-
-
-def count_trainable(model) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    total = sum(p.numel() for p in model.parameters())
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

@@ -29,6 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
+from lmrec.eval.metrics import TOPK_CUTOFFS
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import Prompt, PromptBuilder, PromptConfig, histories
 from lmrec.llm.resolve import DEFAULT_LLM, load_llm
@@ -42,7 +43,6 @@ from lmrec.utils.precision import PRECISIONS, resolve_precision, set_precision
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 ROWS_FILE = "id_rows.safetensors"
-TOPK_CUTOFFS = (1, 2, 5, 10)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import torch
 import lmrec
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
+from lmrec.eval.metrics import TOPK_CUTOFFS
 from lmrec.eval.significance import RANKS_FILE, save_ranks
 from lmrec.models.base import Recommender
 from lmrec.protocol.split import Split
@@ -42,7 +43,6 @@ from lmrec.utils.io import read_json, write_json
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 SECTIONS = ("model", "train", "preprocess", "candidates")
-TOPK_CUTOFFS = (1, 2, 5, 10)
 FULL_K = 10
 # Keys of config.json that may differ when a run is resumed or re-evaluated.
 _UNCHECKED = {"data_dir", "lmrec_version"}
