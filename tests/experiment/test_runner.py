@@ -117,6 +117,44 @@ def test_unknown_kind_fails_before_any_cell(fake, tmp_path):
     assert fake.calls == {}
 
 
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        (
+            {"name": "bdlm-llm", "kind": "bdlm", "model": "tiny-llama",
+             "train_config": {"lamda": 0.1}, "options": {"side": "llm"}},
+            r"method bdlm-llm.*joint: unknown key\(s\) lamda",
+        ),
+        (
+            {"name": "bdlm-drs", "kind": "bdlm", "model": "tiny-llama",
+             "options": {"llm": {"prompt": {"topk": "no-such-template"}}}},
+            "no-such-template",
+        ),
+        (
+            {"name": "bdlm-drs", "kind": "bdlm", "model": "tiny-llama",
+             "options": {"domain": {"from_method": "lightgnc"}}},
+            "from_method 'lightgnc' is not a method",
+        ),
+        (
+            {"name": "sft", "kind": "llm", "model": "tiny-llama", "train_config": {"lr_tok": 1}},
+            "method sft.*unknown key\\(s\\) lr_tok",
+        ),
+        ({"name": "lightgcn", "model_config": {"dims": 8}}, r"model_config.*key\(s\) dims"),
+        ({"name": "sasrec", "train_config": {"epoch": 3}}, r"train_config.*key\(s\) epoch"),
+        (
+            {"name": "g", "kind": "gpt4sm", "model": "tiny-llama", "model_config": {"hiden": 8}},
+            "method 'g': model_config.*unknown key\\(s\\) hiden",
+        ),
+    ],
+)  # fmt: skip
+def test_a_typo_in_the_last_method_fails_before_the_first_cell(fake, tmp_path, method, message):
+    cfg = fake.config()
+    cfg["methods"].append(method)
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(cfg, tmp_path)
+    assert fake.calls == {}  # the fake cells listed before it never ran
+
+
 def test_isolated_cells_run_in_their_own_process(tmp_path, monkeypatch):
     # A kind in an importable module: the child process imports it by name. Seed 1 is killed
     # (SIGKILL, no chance to clean up) on its first run, as the OOM killer would.

@@ -131,10 +131,19 @@ def run_bdlm_cell(cell, out_dir: Path) -> dict[str, float]:
     return out
 
 
-def run_llm_cell(cell, out_dir: Path) -> dict[str, float]:
-    """The ``llm`` kind: :func:`lmrec.llm.pipeline.llm_train` (which resumes ``out_dir``)."""
-    from lmrec.llm.pipeline import llm_train
+def check_bdlm_cell(cell) -> None:
+    """The :class:`~lmrec.bdlm.run.BDLMConfig` a ``bdlm`` cell builds (no work done)."""
+    from lmrec.bdlm.run import BDLMConfig
+    from lmrec.config import from_dict
 
+    _, config, from_method = bdlm_config(cell)
+    if from_method is not None:  # the sibling cell's folder, known once it has run
+        config["domain"] = {**config["domain"], "run": f"<the {from_method} cell>"}
+    from_dict(BDLMConfig, config, f"method {cell.method.name}")
+
+
+def llm_cell_config(cell) -> dict[str, Any]:
+    """The :class:`~lmrec.llm.pipeline.LLMRunConfig` dict of an ``llm`` cell."""
     _no_model_config(cell, "llm")
     options = copy.deepcopy(cell.method.options)
     for key in ("model", "train", "preprocess", "candidates", "data_dir"):
@@ -152,20 +161,44 @@ def run_llm_cell(cell, out_dir: Path) -> dict[str, float]:
         "candidates": dict(cell.candidates),
         "data_dir": cell.data_dir,
     }
-    return llm_train(cell.dataset, None, out_dir, config)
+    return config
+
+
+def check_llm_cell(cell) -> None:
+    """The :class:`~lmrec.llm.pipeline.LLMRunConfig` an ``llm`` cell builds (no work done)."""
+    from lmrec.config import from_dict
+    from lmrec.llm.pipeline import LLMRunConfig
+
+    from_dict(LLMRunConfig, llm_cell_config(cell), f"method {cell.method.name}")
+
+
+def run_llm_cell(cell, out_dir: Path) -> dict[str, float]:
+    """The ``llm`` kind: :func:`lmrec.llm.pipeline.llm_train` (which resumes ``out_dir``)."""
+    from lmrec.llm.pipeline import llm_train
+
+    return llm_train(cell.dataset, None, out_dir, llm_cell_config(cell))
+
+
+def check_gpt4sm_cell(cell) -> None:
+    """The scorer's and the training loop's configs of a ``gpt4sm`` cell (no work done)."""
+    from lmrec.config import from_dict
+    from lmrec.experiment.cell import no_options
+    from lmrec.llm.baselines import GPT4SMConfig, gpt4sm_train_config
+
+    no_options(cell, "gpt4sm")
+    where = f"method {cell.method.name!r}"
+    from_dict(GPT4SMConfig, dict(cell.method.model_config), f"{where}: model_config")
+    gpt4sm_train_config(dict(cell.method.train_config), f"{where}: train_config")
 
 
 def run_gpt4sm_cell(cell, out_dir: Path) -> dict[str, float]:
     """The ``gpt4sm`` kind: :func:`lmrec.llm.baselines.gpt4sm_run` with ``model`` as the frozen
     LLM, ``model_config`` the scorer's :class:`~lmrec.llm.baselines.GPT4SMConfig` and
     ``train_config`` the shared loop's :class:`lmrec.train.TrainConfig`."""
+    from lmrec.experiment.cell import no_options
     from lmrec.llm.baselines import gpt4sm_run
 
-    if cell.method.options:
-        raise ConfigError(
-            f"method {cell.method.name!r}: the gpt4sm kind takes no options, got "
-            f"{', '.join(sorted(cell.method.options))}"
-        )
+    no_options(cell, "gpt4sm")
     return gpt4sm_run(
         cell.dataset,
         out_dir,

@@ -68,6 +68,14 @@ KIND_TARGETS: dict[str, str] = {
     "gpt4sm": "lmrec.bdlm.cells:run_gpt4sm_cell",
 }
 
+# What builds a kind's configs without doing any work (see :func:`check_cell`).
+KIND_CHECKS: dict[str, str] = {
+    "domain": "lmrec.experiment.cell:check_domain_cell",
+    "llm": "lmrec.bdlm.cells:check_llm_cell",
+    "bdlm": "lmrec.bdlm.cells:check_bdlm_cell",
+    "gpt4sm": "lmrec.bdlm.cells:check_gpt4sm_cell",
+}
+
 # Config keys that change how a cell runs, not what it computes: a finished cell stays valid.
 COSMETIC_KEYS = {"progress", "num_threads", "device"}
 
@@ -160,15 +168,42 @@ def load_target(target: str) -> CellFn:
     return obj
 
 
+def check_cell(cell: Cell) -> None:
+    """Build every config ``cell`` would build, doing no work: a typo fails at once, naming its
+    method and field, instead of after the cells before it have trained. Kinds without a check
+    in :data:`KIND_CHECKS` (user-registered ones) are checked when they run."""
+    target = KIND_CHECKS.get(cell.method.kind)
+    if target is not None:
+        load_target(target)(cell)
+
+
+def no_options(cell: Cell, kind: str) -> None:
+    if cell.method.options:
+        raise ConfigError(
+            f"method {cell.method.name!r}: the {kind} kind takes no options, got "
+            f"{', '.join(sorted(cell.method.options))}"
+        )
+
+
+def check_domain_cell(cell: Cell) -> None:
+    """The model config and the training config of a ``domain`` cell."""
+    from lmrec.models import model_config_class
+    from lmrec.train.defaults import train_defaults
+    from lmrec.train.trainer import TrainConfig
+
+    no_options(cell, "domain")
+    where = f"method {cell.method.name!r}"
+    model_cls = model_config_class(cell.method.model)
+    from_dict(model_cls, dict(cell.method.model_config or {}), f"{where}: model_config")
+    train = train_defaults(cell.method.model, dict(cell.method.train_config or {}))
+    from_dict(TrainConfig, train, f"{where}: train_config")
+
+
 def run_domain_cell(cell: Cell, out_dir: Path) -> dict[str, float]:
     """The ``domain`` kind: :func:`lmrec.train.run.train_run` (which resumes ``out_dir``)."""
     from lmrec.train.run import train_run
 
-    if cell.method.options:
-        raise ConfigError(
-            f"method {cell.method.name!r}: the domain kind takes no options, got "
-            f"{', '.join(sorted(cell.method.options))}"
-        )
+    no_options(cell, "domain")
     return train_run(
         cell.method.model,
         cell.dataset,

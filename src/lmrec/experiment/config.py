@@ -105,8 +105,9 @@ class MethodSpec:
         What the kind builds: a registered domain model for ``domain`` (default: ``name``), an
         LLM name or path for the other kinds.
     model_config, train_config:
-        The kind's model and training configs as mappings (checked by the kind, so a typo
-        raises when the cell runs). The experiment seed overrides ``train_config.seed``.
+        The kind's model and training configs as mappings, built and checked for every cell
+        before the first cell runs (:func:`lmrec.experiment.cell.check_cell`), so a typo fails
+        at once with its method and field. The experiment seed overrides ``train_config.seed``.
     label:
         Row title in the report; default: ``name``. Also matched, case-insensitively, against
         the paper's rows to print its figures beside ours.

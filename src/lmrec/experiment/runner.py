@@ -50,6 +50,7 @@ from lmrec.experiment.cell import (
     SPEC_FILE,
     Cell,
     CellError,
+    check_cell,
     execute_cell,
     now_iso,
     read_spec,
@@ -177,8 +178,21 @@ def run_experiment(
 
     cells = expand(cfg)
     chosen = select_cells(cells, only)
-    for cell in chosen:
-        resolve_kind(cell.method.kind)  # an unknown kind fails now, not after hours of cells
+    names = {m.name for m in cfg.methods}
+    checked = set()
+    for cell in chosen:  # every config is built now: a typo fails before any cell trains
+        resolve_kind(cell.method.kind)
+        key = (cell.dataset, cell.method.name)
+        if key in checked:
+            continue
+        checked.add(key)
+        source_method = ((cell.method.options or {}).get("domain") or {}).get("from_method")
+        if source_method is not None and source_method not in names:
+            raise ConfigError(
+                f"method {cell.method.name!r}: options.domain.from_method {source_method!r} is "
+                f"not a method of this experiment ({', '.join(sorted(names))})"
+            )
+        check_cell(cell)
     with _exclusive(out):
         return _run(cfg, out, chosen, source, console)
 

@@ -175,6 +175,15 @@ def gpt4sm_features(llm: str, prepared) -> tuple[Tensor, Tensor]:
     return uf, itf
 
 
+def gpt4sm_train_config(given: dict | None, where: str = "train"):
+    """GPT4SM's :class:`lmrec.train.TrainConfig`: ``given`` over its own defaults (it scores
+    every pair through an MLP, so it is validated on the candidate sets)."""
+    from lmrec.config import from_dict
+    from lmrec.train.trainer import TrainConfig
+
+    return from_dict(TrainConfig, {"valid_metric": "topk/NDCG@20", **(given or {})}, where)
+
+
 def gpt4sm_run(
     dataset_name: str,
     out_dir: str | Path,
@@ -193,14 +202,14 @@ def gpt4sm_run(
     from lmrec.pipeline import prepare
     from lmrec.train.checkpoint import weights_metadata
     from lmrec.train.run import evaluate_model, make_valid_fn, train_summary
-    from lmrec.train.trainer import TrainConfig, resolve_device, train
+    from lmrec.train.trainer import resolve_device, train
     from lmrec.utils.io import write_json
 
     out = Path(out_dir)
     prepared = prepare(
         dataset_name, data_dir=data_dir, preprocess=preprocess, candidates=candidates
     )
-    cfg = from_dict(TrainConfig, {"valid_metric": "topk/NDCG@20", **(train_config or {})}, "train")
+    cfg = gpt4sm_train_config(train_config)
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     feats_path = out / "features.safetensors"
