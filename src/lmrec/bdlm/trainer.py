@@ -39,8 +39,6 @@ renamed; the newest ``keep_checkpoints`` are kept)::
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -78,7 +76,7 @@ from lmrec.llm.trainer import (
     TrainConfig as LLMTrainConfig,
 )
 from lmrec.train.checkpoint import load_optimizer, load_weights, save_optimizer, save_weights
-from lmrec.utils.io import read_json, write_json
+from lmrec.utils.io import atomic_folder, read_json, write_json
 from lmrec.utils.memory import configure_malloc
 
 # Keys of JointConfig that may change when a run is resumed (they change nothing computed).
@@ -489,11 +487,8 @@ class JointTrainer:
 
     def save(self) -> Path:
         """Write the checkpoint of the current step (see the module docstring)."""
-        root = self.out_dir / "checkpoints"
-        root.mkdir(parents=True, exist_ok=True)
-        final = root / f"step-{self.step:07d}"
-        tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-        try:
+        final = self.out_dir / "checkpoints" / f"step-{self.step:07d}"
+        with atomic_folder(final) as tmp:
             if self.llm_opt is not None:
                 (tmp / "llm").mkdir()
                 weights = {
@@ -510,11 +505,6 @@ class JointTrainer:
             if self.sides.sharing is not None:
                 self.sides.sharing.save(tmp / "sharing.safetensors")
             write_json(tmp / "state.json", self._state())  # last: marks the folder complete
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
         prune_checkpoints(self.out_dir, self.cfg.keep_checkpoints)
         return final
 

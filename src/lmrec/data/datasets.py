@@ -31,10 +31,8 @@ Paths in spec strings are used as given (absolute, or relative to the working di
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import shutil
-import tempfile
 import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping
@@ -54,7 +52,7 @@ from lmrec.data.sources import Download, Layout, RawFiles, RawSpec, Shipped, fin
 from lmrec.data.tabular import load_tabular
 from lmrec.errors import ConfigError, DataError
 from lmrec.registry import Registry
-from lmrec.utils.io import sha256_json, write_json
+from lmrec.utils.io import atomic_folder, sha256_json, write_json
 from lmrec.utils.paths import cache_dir
 
 # Bump when a loader's output changes, so cached datasets built by older code are not reused.
@@ -477,16 +475,7 @@ def _safe(name: str) -> str:
 
 
 def _save_atomic(dataset: Dataset, folder: Path, provenance: dict) -> None:
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.", suffix=".tmp"))
-    try:
+    # another process may finish the same folder first; theirs is as good as ours
+    with atomic_folder(folder, replace=False) as tmp:
         dataset.save(tmp)
         write_json(tmp / "source.json", provenance)
-        try:
-            os.rename(tmp, folder)
-        except OSError:
-            # Another process finished the same folder first; theirs is as good as ours.
-            if not (folder / "dataset.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)

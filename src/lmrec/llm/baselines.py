@@ -150,6 +150,7 @@ def gpt4sm_features(llm: str, prepared) -> tuple[Tensor, Tensor]:
     share one copy under ``cache_dir("gpt4sm")``.
     """
     from lmrec.llm.resolve import load_llm
+    from lmrec.utils.io import atomic_write
     from lmrec.utils.paths import cache_dir
 
     titles = prepared.dataset.titles()
@@ -168,10 +169,7 @@ def gpt4sm_features(llm: str, prepared) -> tuple[Tensor, Tensor]:
     uf = text_features(lm, tok, users)
     itf = text_features(lm, tok, items)
     del lm
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    save_file({"users": uf, "items": itf}, str(tmp))
-    tmp.replace(path)
+    atomic_write(path, lambda p: save_file({"users": uf, "items": itf}, str(p)))
     return uf, itf
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 
 from lmrec.errors import ConfigError, SourceNotFoundError
-from lmrec.utils.io import sha256_file
+from lmrec.utils.io import atomic_folder, sha256_file
 from lmrec.utils.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -214,16 +214,10 @@ def cached_gguf_copy(name: str) -> Path:
             f"{unexpected[:5]}); delete {folder} and check the installed transformers/gguf versions"
         )
     model.tie_weights()
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{name}."))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared by the machine's users
-    try:
+    # 0o755: the cache is shared by the machine's users
+    with atomic_folder(folder, mode=0o755) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     if gguf.is_relative_to(cache_dir("models")):
         gguf.unlink(missing_ok=True)  # an assembled chunked GGUF is not needed any more
     return folder

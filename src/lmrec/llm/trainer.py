@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import resource
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from lmrec.llm.modes import param_groups, trainable_state
 from lmrec.llm.prompts import Prompt
 from lmrec.llm.scoring import forward, model_device
 from lmrec.llm.sft import IGNORE, SFTCollator, answer_loss, encode_example
-from lmrec.utils.io import read_json, write_json
+from lmrec.utils.io import atomic_folder, read_json, write_json
 from lmrec.utils.memory import configure_malloc
 
 
@@ -287,10 +286,8 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 def save_checkpoint(out_dir, model, opt, step: int, extra: dict | None = None) -> Path:
     """Write trainable weights, optimizer state and ``state.json`` atomically (folder rename)."""
     root = Path(out_dir) / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}."))
-    try:
+    with atomic_folder(final) as tmp:
         weights = {n: t.contiguous().cpu() for n, t in trainable_state(model).items()}
         save_file(weights, tmp / "trainable.safetensors")
         if opt is not None:
@@ -298,11 +295,6 @@ def save_checkpoint(out_dir, model, opt, step: int, extra: dict | None = None) -
             save_file(tensors, tmp / "optimizer.safetensors")
             write_json(tmp / "optimizer.json", meta)
         write_json(tmp / "state.json", {"step": step, **(extra or {})})
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +42,7 @@ from lmrec.protocol.samplers import SAMPLERS, SamplingContext, SeenItems
 from lmrec.protocol.split import Split
 from lmrec.protocol.text_encoder import EncoderConfig, encode_titles
 from lmrec.utils import paths
-from lmrec.utils.io import atomic_write, read_json, sha256_json, write_json
+from lmrec.utils.io import atomic_folder, atomic_write, read_json, sha256_json, write_json
 
 TASKS = ("topk", "interaction")
 STAGES = ("valid", "test")
@@ -460,19 +457,9 @@ def load_or_build_candidates(
         return load_candidates(final)
 
     cands = build_candidates(dataset, split, cfg, embeddings=embeddings, preprocess=preprocess)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{final.name}.", suffix=".tmp"))
-    try:
+    # another process may finish the same build first: theirs is identical, keep it
+    with atomic_folder(final, replace=False) as tmp:
         save_candidates(cands, tmp)
-        os.rename(tmp, final)
-    except OSError:
-        # another process finished the same build first: theirs is identical, keep it
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not final.is_dir():
-            raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return cands
 
 

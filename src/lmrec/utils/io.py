@@ -1,12 +1,14 @@
-"""Small I/O helpers: atomic writes (temporary file, then rename) and content hashes."""
+"""Small I/O helpers: atomic writes (a temporary file or folder, then a rename) and hashes."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,39 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def atomic_folder(final: Path, *, replace: bool = True, mode: int | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``final``; when the block ends without an error
+    the folder becomes ``final`` by a rename, else it is removed and ``final`` is untouched.
+
+    ``replace``: an existing ``final`` is replaced (checkpoints). ``replace=False`` is for
+    caches that several processes may build at once: if ``final`` appeared meanwhile, the
+    other process's copy is kept and this one dropped. ``mode``: the folder's permissions
+    (``mkdtemp`` makes it private).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+    try:
+        if mode is not None:
+            os.chmod(tmp, mode)
+        yield tmp
+        if replace and final.exists():
+            old = final.with_name(f".{final.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(final, old)
+            os.replace(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if replace or not final.exists():
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
