@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from lmrec.llm.features import prompt_features
-from lmrec.llm.scoring import is_prompt_learning, model_device
+from lmrec.llm.scoring import is_prompt_learning, model_device, prefix_then_suffixes
 
 MIN_SHARED = 4  # tokens two prompts must share to be encoded as one group
 
@@ -137,8 +137,6 @@ def shared_prefix_features(model, tokenizer, prompts: Sequence[str], batch_size:
     its key/value cache is repeated for each member, and the members' suffixes run on top of it
     (right padded, positions continuing after the prefix). Returns CPU float32.
     """
-    from transformers import DynamicCache
-
     device = model_device(model)
     ids = [tokenizer(p)["input_ids"] for p in prompts]
     groups = prefix_groups(ids)
@@ -154,15 +152,6 @@ def shared_prefix_features(model, tokenizer, prompts: Sequence[str], batch_size:
         for g, (length, members) in enumerate(chunk):
             prefix[g, width - length :] = torch.tensor(ids[members[0]][:length])
             p_mask[g, width - length :] = 1
-        cache = DynamicCache()
-        model(
-            input_ids=prefix.to(device),
-            attention_mask=p_mask.to(device),
-            position_ids=(p_mask.cumsum(-1) - 1).clamp_min(0).to(device),
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
         # suffixes, right padded: (R, S), each row continuing its group's prefix
         rows = [(g, k) for g, (_, members) in enumerate(chunk) for k in members]
         owner = torch.tensor([g for g, _ in rows])
@@ -174,15 +163,13 @@ def shared_prefix_features(model, tokenizer, prompts: Sequence[str], batch_size:
         for r, s in enumerate(suffixes):
             suffix[r, : len(s)] = torch.tensor(s)
             s_mask[r, : len(s)] = 1
-        cache.batch_select_indices(owner.to(device))
-        mask = torch.cat([p_mask[owner], s_mask], 1)
-        positions = p_len[owner].unsqueeze(1) + torch.arange(s_width).unsqueeze(0)
-        result = model(
-            input_ids=suffix.to(device),
-            attention_mask=mask.to(device),
-            position_ids=positions.to(device),
-            past_key_values=cache,
-            use_cache=True,
+        _, result = prefix_then_suffixes(
+            model,
+            prefix.to(device),
+            p_mask.to(device),
+            owner.to(device),
+            suffix.to(device),
+            s_mask.to(device),
             output_hidden_states=True,
             logits_to_keep=1,
         )

@@ -53,6 +53,51 @@ def forward(model, input_ids: Tensor, attention_mask: Tensor, keep: int = 1, **k
     return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
 
 
+def prefix_then_suffixes(
+    model,
+    prefix: Tensor,
+    p_mask: Tensor,
+    owner: Tensor,
+    suffix: Tensor | None,
+    s_mask: Tensor | None,
+    **suffix_kwargs,
+):
+    """Run prefixes once, then each suffix on top of its prefix's key/value cache.
+
+    ``prefix`` (G, P) is left padded with ``p_mask``; ``suffix`` (R, S) right padded with
+    ``s_mask``, row r continuing prefix ``owner[r]`` at the position after its last token. The
+    one routine behind every shared-prefix pass (a user's candidate continuations, BDLM's 20
+    interaction prompts of a user). Returns ``(prefix output, suffix output or None)``; the
+    prefix output has the last position's logits only.
+    """
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    first = model(
+        input_ids=prefix,
+        attention_mask=p_mask,
+        position_ids=(p_mask.long().cumsum(-1) - 1).clamp_min(0),
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    if suffix is None:
+        return first, None
+    cache.batch_select_indices(owner)
+    mask = torch.cat([p_mask[owner], s_mask], 1)
+    start = p_mask.long().sum(1)[owner].unsqueeze(1)  # the prefixes' lengths
+    positions = start + torch.arange(suffix.shape[1], device=suffix.device).unsqueeze(0)
+    rest = model(
+        input_ids=suffix,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        **suffix_kwargs,
+    )
+    return first, rest
+
+
 @torch.inference_mode()
 def last_log_probs(model, tokenizer, prompts: Sequence[str], batch_size: int = 16) -> Tensor:
     """(B, V) log-softmax of the next-token distribution after each prompt."""
@@ -192,8 +237,6 @@ def _score_continuations_cached(
     repeated for each prompt's C continuations, which then run right padded after it. A user's
     20 candidate titles thus cost one prompt plus 20 short titles instead of 20 full prompts.
     """
-    from transformers import DynamicCache
-
     device = model_device(model)
     n_c = len(continuations[0])
     per_chunk = max(1, batch_size // n_c)
@@ -201,10 +244,6 @@ def _score_continuations_cached(
     for s in range(0, len(prompts), per_chunk):
         batch = encode(tokenizer, prompts[s : s + per_chunk], device)
         p_mask = batch["attention_mask"]
-        cache = DynamicCache()
-        first = forward(model, **batch, past_key_values=cache, use_cache=True).logits[:, -1]
-        first_lp = torch.log_softmax(first.float(), -1).repeat_interleave(n_c, 0)  # (b*C, V)
-        cache.batch_repeat_interleave(n_c)
         conts = [
             c for row in continuations[s : s + per_chunk] for c in _continuation_ids(tokenizer, row)
         ]
@@ -215,20 +254,22 @@ def _score_continuations_cached(
             ids[r, : len(c)] = torch.tensor(c)
         c_mask = (torch.arange(width).unsqueeze(0) < lens.unsqueeze(1)).long()
         ids, c_mask = ids.to(device), c_mask.to(device)
-        mask = torch.cat([p_mask.repeat_interleave(n_c, 0), c_mask], 1)
-        start = p_mask.long().sum(1).repeat_interleave(n_c, 0).unsqueeze(1)  # prompt lengths
-        positions = start + torch.arange(width, device=device).unsqueeze(0)
+        owner = torch.arange(len(p_mask), device=device).repeat_interleave(n_c)
+        # the continuations' tokens but the last are read on top of the prompt's cache
+        first, rest = prefix_then_suffixes(
+            model,
+            batch["input_ids"],
+            p_mask,
+            owner,
+            ids[:, :-1] if width > 1 else None,
+            c_mask[:, :-1] if width > 1 else None,
+        )
+        first_lp = torch.log_softmax(first.logits[:, -1].float(), -1)[owner]  # (b*C, V)
         tok_lp = torch.gather(first_lp, 1, ids[:, :1])  # the first continuation token
-        if width > 1:
-            logits = model(
-                input_ids=ids[:, :-1],
-                attention_mask=mask[:, :-1],
-                position_ids=positions[:, :-1],
-                past_key_values=cache,
-                use_cache=True,
-            ).logits.float()
-            rest = torch.gather(torch.log_softmax(logits, -1), 2, ids[:, 1:].unsqueeze(-1))
-            tok_lp = torch.cat([tok_lp, rest.squeeze(-1)], 1)
+        if rest is not None:
+            logits = rest.logits.float()
+            later = torch.gather(torch.log_softmax(logits, -1), 2, ids[:, 1:].unsqueeze(-1))
+            tok_lp = torch.cat([tok_lp, later.squeeze(-1)], 1)
         total = (tok_lp * c_mask).sum(1).cpu()
         out.append(total / lens if normalize else total)
     return torch.cat(out).view(len(continuations), n_c)
