@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from lmrec.errors import ConfigError, SourceNotFoundError
+from lmrec.utils.device import resolve_device
 from lmrec.utils.io import atomic_folder, sha256_file
 from lmrec.utils.paths import cache_dir
 
@@ -64,13 +65,6 @@ SHIPPED = {
     ),
 }
 DEFAULT_LLM = "smollm2-135m"
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
@@ -111,7 +105,7 @@ def load_llm(
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dev = resolve_device(device)
+    dev = resolve_device(device, "llm.device")
     if dev.type == "cpu":
         from lmrec.utils.memory import configure_malloc
 

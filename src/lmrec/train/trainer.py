@@ -37,6 +37,7 @@ from lmrec.train.checkpoint import (
     set_rng_state,
     weights_metadata,
 )
+from lmrec.utils.device import resolve_device
 from lmrec.utils.memory import configure_malloc
 
 BEST_FILE = "best.safetensors"
@@ -147,16 +148,6 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; an explicit CUDA device must exist."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device is {name!r} but no CUDA device is available; use 'auto'")
-    return device
-
-
 def history_len(model: Recommender, cfg: TrainConfig) -> int | None:
     """How many past items ``model`` reads, or None when it reads no history.
 
@@ -211,7 +202,7 @@ def train(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "train.device")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     configure_malloc()  # reuse freed activations between steps (lmrec.utils.memory)
