@@ -46,3 +46,16 @@ def test_registry_rejects_duplicates_and_lists_choices():
     with pytest.raises(ConfigError, match="choose one of: a"):
         reg.get("b")
     assert reg.get("a") == 1 and reg.names() == ["a"]
+
+
+def test_fields_that_may_change_on_resume_are_marked_on_the_config_classes():
+    from lmrec.bdlm.trainer import JointConfig
+    from lmrec.config import resumable_fields
+    from lmrec.llm.trainer import TrainConfig as LLMTrainConfig
+    from lmrec.train.trainer import TrainConfig
+
+    assert resumable_fields(TrainConfig) == {"epochs", "device", "num_threads", "progress"}
+    assert resumable_fields(LLMTrainConfig) == {
+        "epochs", "max_steps", "save_every", "keep_checkpoints", "gradient_checkpointing"
+    }  # fmt: skip
+    assert resumable_fields(JointConfig) == {"epochs", "progress", "num_threads", "save_every"}

@@ -61,6 +61,27 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
 
 
+# Dataclass field metadata of a config field that may change when a run resumes: it changes
+# how long the run goes or how it shows progress, not what a step computes.
+RESUMABLE = {"resumable": True}
+
+
+def resumable_fields(cls: Any) -> frozenset[str]:
+    """The fields of config class ``cls`` marked :data:`RESUMABLE`."""
+    return frozenset(f.name for f in dataclasses.fields(cls) if f.metadata.get("resumable"))
+
+
+def check_resumable(saved: dict[str, Any], cfg: Any, where: Any, what: str = "config") -> None:
+    """Raise :class:`ConfigError` if ``cfg`` differs from the ``saved`` one (its ``to_dict``
+    form) in a field that changes the result; the one check every trainer's resume makes."""
+    diffs = config_changes(saved, cfg, resumable_fields(type(cfg)))
+    if saved and diffs:
+        raise ConfigError(
+            f"{where}: this checkpoint was trained with another {what} ({diffs}); use a new "
+            "out_dir, or the saved config to resume"
+        )
+
+
 def config_changes(saved: dict[str, Any], cfg: Any, unchecked: frozenset[str]) -> str:
     """``"key: saved -> now, ..."`` for the fields of ``cfg`` (a dataclass) that differ from
     ``saved`` (its ``to_dict`` form), leaving out ``unchecked``; empty when none does. What every

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmrec.bdlm.cascade import CascadeConfig
-from lmrec.errors import ConfigError, DataError
+from lmrec.errors import ConfigError
 from lmrec.llm.modes import trainable_state
 
 NO_FEATURE = CascadeConfig(use_llm_feature=False)
@@ -127,7 +127,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(split, tmp_path, make_train
 
 def test_resume_with_another_config_raises(split, tmp_path, make_trainer):
     make_trainer(split, tmp_path, lam=0.5).fit()
-    with pytest.raises(DataError, match="lam"):
+    with pytest.raises(ConfigError, match="another joint config.*lam"):
         make_trainer(split, tmp_path, lam=0.1).fit()
 
 

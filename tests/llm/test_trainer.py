@@ -88,14 +88,14 @@ def test_a_resumed_run_reports_the_loss_the_uninterrupted_run_reports(tmp_path):
 
 
 def test_resuming_with_another_computing_setting_is_refused(tmp_path):
-    from lmrec.errors import DataError
+    from lmrec.errors import ConfigError
 
     model, tok, _ = _fresh()
     half = TrainConfig(**{**CFG.__dict__, "max_steps": 2})
     train_sft(model, tok, EXAMPLES, half, out_dir=tmp_path, progress=False)
     other = TrainConfig(**{**CFG.__dict__, "lr": 5e-2})
     again, tok2, _ = _fresh()
-    with pytest.raises(DataError, match=r"lr: 0.01 -> 0.05"):
+    with pytest.raises(ConfigError, match=r"lr: 0.01 -> 0.05"):
         train_sft(again, tok2, EXAMPLES, other, out_dir=tmp_path, progress=False)
 
 

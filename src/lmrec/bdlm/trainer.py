@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,8 +53,8 @@ from lmrec.bdlm.aligned import ROW_SCHEDULES, AlignedBatches, Rows
 from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
-from lmrec.config import config_changes, to_dict
-from lmrec.errors import ConfigError, DataError, check_ints, check_numbers
+from lmrec.config import RESUMABLE, check_resumable, to_dict
+from lmrec.errors import ConfigError, check_ints, check_numbers
 from lmrec.llm.modes import trainable_state
 from lmrec.llm.prompts import PromptBuilder
 from lmrec.llm.scoring import model_device
@@ -80,7 +80,6 @@ from lmrec.utils.io import atomic_folder, read_json, write_json
 from lmrec.utils.memory import configure_malloc
 
 # Keys of JointConfig that may change when a run is resumed (they change nothing computed).
-RESUMABLE_FIELDS = frozenset({"epochs", "progress", "num_threads", "save_every"})
 _STREAMS = {"llm": 1, "drs": 2}
 
 
@@ -138,7 +137,7 @@ class JointConfig:
     """
 
     lam: float = 0.1
-    epochs: int = 1
+    epochs: int = field(default=1, metadata=RESUMABLE)
     batch_size: int = 4
     rows_per_epoch: int = 0
     lr_drs: float = 1e-4
@@ -150,11 +149,11 @@ class JointConfig:
     train_llm: bool = True
     train_drs: bool = True
     seed: int = 0
-    save_every: int = 0
+    save_every: int = field(default=0, metadata=RESUMABLE)
     keep_checkpoints: int = 1
     feature_batch_size: int = 8
-    progress: bool = True
-    num_threads: int = 0
+    progress: bool = field(default=True, metadata=RESUMABLE)
+    num_threads: int = field(default=0, metadata=RESUMABLE)
     rows: str = "random"
     listwise_weight: float = 0.0
 
@@ -514,7 +513,7 @@ class JointTrainer:
         if ckpt is None:
             return 0
         state = read_json(ckpt / "state.json")
-        check_resumable(state.get("config", {}), self.cfg, ckpt)
+        check_resumable(state.get("config", {}), self.cfg, ckpt, "joint config")
         if self.llm_opt is not None:
             load_trainable(self.sides.llm, ckpt / "llm" / "trainable.safetensors")
             load_optimizer_state(
@@ -535,14 +534,4 @@ class JointTrainer:
         return self.step
 
 
-def check_resumable(saved: dict[str, Any], cfg: JointConfig, where: Path) -> None:
-    """Raise :class:`DataError` if ``cfg`` differs from the checkpoint's in a computing field."""
-    diffs = config_changes(saved, cfg, RESUMABLE_FIELDS)
-    if diffs:
-        raise DataError(
-            f"{where}: this checkpoint was trained with another joint config ({diffs}); use a "
-            "new out_dir, or the saved config to resume"
-        )
-
-
-__all__ = ["JointConfig", "JointSides", "JointTrainer", "check_resumable"]
+__all__ = ["JointConfig", "JointSides", "JointTrainer"]

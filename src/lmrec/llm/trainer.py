@@ -18,7 +18,7 @@ import math
 import resource
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lmrec.config import config_changes, to_dict
+from lmrec.config import RESUMABLE, check_resumable, to_dict
 from lmrec.errors import ConfigError, DataError, check_ints
 from lmrec.llm.modes import param_groups, trainable_state
 from lmrec.llm.prompts import Prompt
@@ -40,18 +40,18 @@ from lmrec.utils.memory import configure_malloc
 class TrainConfig:
     """Optimisation settings of :func:`train_sft`."""
 
-    epochs: int = 1
+    epochs: int = field(default=1, metadata=RESUMABLE)
     batch_size: int = 8
     lr: float = 1e-4
     lr_tokens: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 10
     grad_clip: float = 1.0
-    max_steps: int = 0
-    save_every: int = 0
-    keep_checkpoints: int = 1
+    max_steps: int = field(default=0, metadata=RESUMABLE)
+    save_every: int = field(default=0, metadata=RESUMABLE)
+    keep_checkpoints: int = field(default=1, metadata=RESUMABLE)
     max_length: int = 1024
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = field(default=False, metadata=RESUMABLE)
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -178,7 +178,7 @@ def train_sft(
     ckpt = latest_checkpoint(out_dir) if (out_dir is not None and resume) else None
     if ckpt is not None:
         state = read_json(ckpt / "state.json")
-        check_resumable(state.get("config", {}), config, ckpt)
+        check_resumable(state.get("config", {}), config, ckpt, "train config")
         start = load_checkpoint(ckpt, model, opt)
         # the losses the final figure averages over: a resumed run reports what the same run
         # reports uninterrupted
@@ -233,19 +233,6 @@ def train_sft(
 RECENT = 20  # losses averaged into final_loss (and the progress bar)
 # TrainConfig fields that may change when a run resumes: how long it runs and what it keeps,
 # not what a step computes.
-RESUMABLE = frozenset(
-    {"epochs", "max_steps", "save_every", "keep_checkpoints", "gradient_checkpointing"}
-)
-
-
-def check_resumable(saved: dict, config: TrainConfig, where: Path) -> None:
-    """Raise :class:`DataError` if ``config`` differs from the checkpoint's in a computing field."""
-    diffs = config_changes(saved, config, RESUMABLE)
-    if saved and diffs:
-        raise DataError(
-            f"{where}: this checkpoint was trained with another train config ({diffs}); use a "
-            "new out_dir, or the saved config to resume"
-        )
 
 
 def enable_checkpointing(model) -> None:

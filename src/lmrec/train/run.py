@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 import lmrec
-from lmrec.config import from_dict, to_dict
+from lmrec.config import check_resumable, from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
 from lmrec.eval.metrics import TOPK_CUTOFFS
 from lmrec.eval.significance import RANKS_FILE, save_ranks
@@ -32,7 +32,6 @@ from lmrec.train.defaults import train_defaults
 from lmrec.train.trainer import (
     BEST_FILE,
     TrainConfig,
-    check_resumable,
     history_len,
     resolve_device,
     seed_everything,
@@ -394,7 +393,7 @@ def _check_same_run(out_dir: Path, run_config: dict[str, Any], cfg: TrainConfig)
     if not path.exists():
         return
     saved = read_json(path)
-    check_resumable(saved.get("train", {}), cfg, path)
+    check_resumable(saved.get("train", {}), cfg, path, "train config")
     changed = [
         k
         for k in sorted(set(saved) | set(run_config))

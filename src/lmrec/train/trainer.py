@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lmrec.config import config_changes, to_dict
+from lmrec.config import RESUMABLE, check_resumable, to_dict
 from lmrec.errors import ConfigError, DataError, check_ints
 from lmrec.models.base import Recommender
 from lmrec.protocol.split import Split
@@ -44,7 +44,6 @@ BEST_FILE = "best.safetensors"
 # Fields that may change when a run is resumed: ``epochs`` may grow to train a finished run
 # further; the others do not change what is computed (another thread count or device can
 # change the last bits of float sums, so keep them for bit-exact resumes).
-RESUMABLE_FIELDS = frozenset({"epochs", "device", "num_threads", "progress"})
 
 ValidFn = Callable[[Recommender], dict[str, float]]
 
@@ -86,19 +85,19 @@ class TrainConfig:
         Show a tqdm bar per epoch and a one-line summary after it.
     """
 
-    epochs: int = 100
+    epochs: int = field(default=100, metadata=RESUMABLE)
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
     patience: int = 10
     eval_every: int = 1
     seed: int = 0
-    device: str = "auto"
+    device: str = field(default="auto", metadata=RESUMABLE)
     max_len: int | None = None
     n_neg: int = 4
-    num_threads: int = 0
+    num_threads: int = field(default=0, metadata=RESUMABLE)
     valid_metric: str = "full/NDCG@10"
-    progress: bool = True
+    progress: bool = field(default=True, metadata=RESUMABLE)
 
     def __post_init__(self) -> None:
         check_ints(
@@ -220,7 +219,7 @@ def train(
     folder = find_checkpoint(out_dir)
     if folder is not None:
         state = read_state(folder)
-        check_resumable(state.get("train_config", {}), cfg, folder)
+        check_resumable(state.get("train_config", {}), cfg, folder, "train config")
         load_checkpoint(folder, model, optimizer)
         set_rng_state(state["rng"])
         _repair_best(out_dir, model, state)
@@ -325,17 +324,6 @@ def _validate(model: Recommender, valid_fn: ValidFn, metric: str) -> dict[str, f
     return metrics
 
 
-def check_resumable(saved: dict[str, Any], cfg: TrainConfig, where: Path) -> None:
-    """Raise :class:`ConfigError` if ``cfg`` differs from the ``saved`` train config in a field
-    that changes the result (anything but :data:`RESUMABLE_FIELDS`)."""
-    diffs = config_changes(saved, cfg, RESUMABLE_FIELDS)
-    if diffs:
-        raise ConfigError(
-            f"{where}: this run was trained with a different config ({diffs}); use a new "
-            "out_dir, or the saved config to resume"
-        )
-
-
 def _repair_best(out_dir: Path, model: Recommender, state: dict[str, Any]) -> None:
     # best.safetensors is written just after the checkpoint swap; a kill in between leaves it
     # one improvement behind, and then the checkpoint's own weights are the best ones.
@@ -378,7 +366,6 @@ def _summary(entry: dict[str, Any], state: dict[str, Any], metric: str) -> str:
 __all__ = [
     "TrainConfig",
     "TrainResult",
-    "check_resumable",
     "history_len",
     "resolve_device",
     "seed_everything",
