@@ -309,6 +309,9 @@ def serve(
         str,
         typer.Option(help="LLM precision: run (as evaluated offline), auto, fp32 or bf16."),
     ] = "run",
+    threads: Annotated[
+        int, typer.Option(help="torch threads for scoring (0: the run's own setting).")
+    ] = 0,
 ) -> None:
     """Serve a saved run over HTTP: POST /recommend, POST /score, GET /items/{id}, /metrics."""
     import dataclasses
@@ -330,6 +333,7 @@ def serve(
         queue_size=queue_size,
         timeout_s=timeout_s,
         precision=precision,
+        threads=threads,
     )
     os.environ[SERVE_ENV] = json.dumps({"run_dir": str(run_dir), **dataclasses.asdict(config)})
     uvicorn.run("lmrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers)

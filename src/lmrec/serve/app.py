@@ -62,6 +62,7 @@ class ServeConfig:
     max_body_bytes: int = 65536
     llm_batch_size: int = 32
     precision: str = "run"  # the run's own; auto / fp32 / bf16 override it
+    threads: int = 0  # torch threads of the scoring thread (0: the run's own setting)
 
 
 # ---------------------------------------------------------------------- request / answer bodies
@@ -176,6 +177,7 @@ def create_app(
             max_wait_ms=config.max_wait_ms,
             queue_size=config.queue_size,
             on_batch=state.on_batch,
+            initializer=_threads(config.threads),
         )
         state.batcher.start()
         loading = None
@@ -310,6 +312,19 @@ def create_app(
         return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+def _threads(n: int):
+    """Set torch's threads in the scoring thread itself (OpenMP reads them per thread)."""
+    if not n:
+        return None
+
+    def init() -> None:
+        import torch
+
+        torch.set_num_threads(n)
+
+    return init
 
 
 def app_from_env() -> FastAPI:

@@ -72,7 +72,8 @@ def run_jobs(engine: Engine, jobs: list[Job]) -> list[Ranked | Exception]:
 class MicroBatcher:
     """Gathers jobs for up to ``max_wait_ms`` or ``max_batch`` and runs them with ``run_batch``.
 
-    ``on_batch(size, seconds)`` is called after each batch (the service's metrics).
+    ``on_batch(size, seconds)`` is called after each batch (the service's metrics);
+    ``initializer()`` once in the thread that runs the batches.
     """
 
     def __init__(
@@ -83,13 +84,16 @@ class MicroBatcher:
         max_wait_ms: float = 5.0,
         queue_size: int = 256,
         on_batch: Callable[[int, float], None] | None = None,
+        initializer: Callable[[], None] | None = None,
     ) -> None:
         if max_batch < 1 or queue_size < 1 or max_wait_ms < 0:
             raise ValueError("max_batch and queue_size must be >= 1 and max_wait_ms >= 0")
         self.run_batch, self.on_batch = run_batch, on_batch
         self.max_batch, self.max_wait = max_batch, max_wait_ms / 1000.0
         self.queue: asyncio.Queue[Job] = asyncio.Queue(maxsize=queue_size)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lmrec-batch")
+        self.executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="lmrec-batch", initializer=initializer
+        )
         self.task: asyncio.Task | None = None
 
     def start(self) -> None:
