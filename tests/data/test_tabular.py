@@ -94,38 +94,14 @@ def test_a_forced_separator_wins_and_a_bad_one_names_itself(tmp_path):
 def test_the_item_file_names_its_own_id_column_and_maps_text_fields(tmp_path):
     (tmp_path / "plays.dat").write_text("user\tartist\tweight\nu1\ta1\t10\nu1\ta2\t3\nu2\ta1\t7\n")
     (tmp_path / "artists.dat").write_text("id\tname\ttags\na1\tBand One\trock\na2\tDuo\tjazz\n")
+    files = (tmp_path / "plays.dat", tmp_path / "artists.dat")
+    cols = {"user_col": "user", "item_col": "artist", "time_col": None, "title_col": "name"}
     data = load_tabular(
-        tmp_path / "plays.dat",
-        tmp_path / "artists.dat",
-        user_col="user",
-        item_col="artist",
-        time_col=None,
-        rating_col="weight",
-        title_col="name",
-        item_key="id",
-        item_fields={"category": "tags"},
+        *files, **cols, rating_col="weight", item_key="id", item_fields={"category": "tags"}
     )
     text = data.items.set_index("item_id")
     assert text.loc["a1", "title"] == "Band One" and text.loc["a2", "category"] == "jazz"
     with pytest.raises(DataError, match="item_key="):
-        load_tabular(
-            tmp_path / "plays.dat",
-            tmp_path / "artists.dat",
-            user_col="user",
-            item_col="artist",
-            time_col=None,
-            rating_col=None,
-            title_col="name",
-        )
+        load_tabular(*files, **cols, rating_col=None)
     with pytest.raises(DataError, match="item_fields names"):
-        load_tabular(
-            tmp_path / "plays.dat",
-            tmp_path / "artists.dat",
-            user_col="user",
-            item_col="artist",
-            time_col=None,
-            rating_col=None,
-            title_col="name",
-            item_key="id",
-            item_fields={"tags": "tags"},
-        )
+        load_tabular(*files, **cols, rating_col=None, item_key="id", item_fields={"tags": "tags"})

@@ -57,27 +57,26 @@ def prompt_records(
         u = int(u)
         if task == "topk":
             p = builder.prompt("topk", u, hist[u], candidates=row)
-            yield {
-                "user": users_raw[u],
-                "split": split,
-                "task": task,
-                "text": p.text,
-                "answer": p.answer,
-                "target": items_raw[int(row[0])],
-                "candidates": [items_raw[int(j)] for j in row],
-            }
+            yield _record(
+                users_raw[u],
+                split,
+                task,
+                p,
+                target=items_raw[int(row[0])],
+                candidates=[items_raw[int(j)] for j in row],
+            )
             continue
         for j, label in zip(row, labels, strict=True):
             p = builder.prompt("interaction", u, hist[u], target=int(j), label=int(label))
-            yield {
-                "user": users_raw[u],
-                "split": split,
-                "task": task,
-                "text": p.text,
-                "answer": p.answer,
-                "item": items_raw[int(j)],
-                "label": int(label),
-            }
+            yield _record(users_raw[u], split, task, p, item=items_raw[int(j)], label=int(label))
+
+
+def _record(user: str, split: str, task: str, prompt, epoch: int | None = None, **fields):
+    """One JSON line: who, which split and task (and epoch), the prompt, then its answer's ids."""
+    head = {"user": user, "split": split, "task": task}
+    if epoch is not None:
+        head["epoch"] = epoch
+    return {**head, "text": prompt.text, "answer": prompt.answer, **fields}
 
 
 def _train_records(prepared, builder, task, epoch, seed, n_candidates, batch_size):
@@ -98,21 +97,14 @@ def _train_records(prepared, builder, task, epoch, seed, n_candidates, batch_siz
         per_row = len(prompts) // len(rows)
         for r, (u, pos, neg) in enumerate(zip(rows.users, rows.pos, rows.neg, strict=True)):
             for q, p in enumerate(prompts[r * per_row : (r + 1) * per_row]):
-                rec = {
-                    "user": users_raw[int(u)],
-                    "split": "train",
-                    "task": task,
-                    "epoch": epoch,
-                    "text": p.text,
-                    "answer": p.answer,
-                }
                 if cands is not None:
-                    rec["target"] = items_raw[int(pos)]
-                    rec["candidates"] = [items_raw[int(j)] for j in cands[r]]
+                    fields = {
+                        "target": items_raw[int(pos)],
+                        "candidates": [items_raw[int(j)] for j in cands[r]],
+                    }
                 else:
-                    rec["item"] = items_raw[int(pos if q == 0 else neg)]
-                    rec["label"] = int(q == 0)
-                yield rec
+                    fields = {"item": items_raw[int(pos if q == 0 else neg)], "label": int(q == 0)}
+                yield _record(users_raw[int(u)], "train", task, p, epoch, **fields)
 
 
 def write_prompts(
