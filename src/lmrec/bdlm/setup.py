@@ -96,9 +96,7 @@ def fit_projection(items: torch.Tensor, llm, tokenizer, titles: list[str]):
 
 def domain_model(cfg, dataset: str, prepared, folder: Path, width: int):
     """The trained domain model of ``cfg.domain``, of width ``width`` (trained if needed)."""
-    from lmrec.models import build_model
-    from lmrec.train.checkpoint import load_weights
-    from lmrec.train.run import train_run
+    from lmrec.train.run import train_run, trained_model
     from lmrec.train.trainer import BEST_FILE
 
     spec = cfg.domain
@@ -126,18 +124,12 @@ def domain_model(cfg, dataset: str, prepared, folder: Path, width: int):
     saved = read_json(run / "config.json")
     if read_json(run / "item_ids.json").get("raw") != prepared.dataset.items.raw:
         raise DataError(f"{run}: the domain model was trained on other items than this dataset")
-    model = build_model(
-        saved["model"], prepared.split.n_users, prepared.split.n_items, saved.get("model_config")
-    )
+    model = trained_model(run, prepared.split, saved)
     if getattr(model.config, "dim", width) != width and cfg.projection == "copy":
         raise ConfigError(
             f"{run}: the domain model is {model.config.dim} wide but the LLM {width}; train it "
             f"with model_config.dim = {width}, or set bdlm.projection: orthogonal"
         )
-    train = prepared.split.train
-    model.prepare(train["user"].to_numpy(), train["item"].to_numpy())
-    load_weights(model, run / BEST_FILE)
-    model.eval()
     return model
 
 
@@ -169,6 +161,7 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
     from lmrec.llm.trainer import latest_checkpoint, load_trainable
     from lmrec.pipeline import prepare
     from lmrec.train.checkpoint import load_weights
+    from lmrec.train.run import check_id_maps
 
     run = Path(run_dir)
     saved = read_json(run / CONFIG_FILE)
@@ -186,10 +179,7 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
         preprocess=cfg.preprocess or None,
         candidates=cfg.candidates or None,
     )
-    for kind, ids_map in (("user", prepared.dataset.users), ("item", prepared.dataset.items)):
-        path = run / f"{kind}_ids.json"
-        if read_json(path).get("raw") != ids_map.raw:
-            raise DataError(f"{path}: the {kind} ids of the reloaded dataset differ from the run's")
+    check_id_maps(run, prepared.dataset)
     llm, tok, ids, domain, _, _ = preloaded_sides(cfg, saved["dataset"], prepared, run)
     ds = prepared.dataset
     builder = PromptBuilder(cfg.llm.prompt, ds.titles(), ids, tok)

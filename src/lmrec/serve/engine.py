@@ -25,6 +25,8 @@ over whatever requests arrived together, and one forward pass of each model serv
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -116,9 +118,7 @@ class Reranker:
             h = h.view(*cands.shape, -1).to(device)
         if tables is not None:  # one row per query: index them in order
             users = torch.arange(len(queries), device=device).unsqueeze(1)
-        elif any(q.user is None for q in queries):
-            raise RequestError("this run's cascade needs a user id; give 'user'", "user")
-        else:
+        else:  # GMF, NeuMF: users with ids only (Engine.validate)
             users = torch.as_tensor([q.user for q in queries], device=device).unsqueeze(1)
         items = torch.as_tensor(cands, dtype=torch.long, device=device)
         s = torch.as_tensor(llm, dtype=torch.float32, device=device) if cascade.s_dim else None
@@ -169,8 +169,8 @@ class Engine:
         self.histories = histories
         self.domain, self.max_len, self.reranker = domain, max_len, reranker
         self.run_dir = run_dir
-        self.device = next(iter(domain.buffers()), next(iter(domain.parameters()), None))
-        self.device = self.device.device if self.device is not None else torch.device("cpu")
+        tensor = next(itertools.chain(domain.parameters(), domain.buffers()), None)
+        self.device = tensor.device if tensor is not None else torch.device("cpu")
 
     @property
     def n_items(self) -> int:
@@ -227,16 +227,12 @@ class Engine:
         with the mean of the history's item rows; popularity needs no user; other models
         (GMF, NeuMF) cannot serve them and say so.
         """
+        for q in queries:
+            self.validate(q)
         anonymous = any(q.user is None for q in queries)
         hist = self._history_tensor(queries) if self.max_len is not None else None
         if anonymous and hist is None and self.domain.user_item_embeddings()[0] is not None:
             tables = user_rows(self.domain, queries)
-            if tables is None:
-                raise RequestError(
-                    f"this run's domain model ({type(self.domain).__name__}) needs a user id; "
-                    "give 'user'",
-                    "user",
-                )
             full = tables[0] @ tables[1].T
             if items is None:
                 return full.float().cpu().numpy()
@@ -255,21 +251,28 @@ class Engine:
         ``exclude_seen``: one flag for all queries, or one per query.
         """
         full = self.domain_scores(queries)
+        masked = full.copy()
         flags = [exclude_seen] * len(queries) if isinstance(exclude_seen, bool) else exclude_seen
         for r, q in enumerate(queries):
             if flags[r]:
                 seen = q.history
                 if q.user is not None:
                     seen = np.union1d(seen, self.histories[q.user])
-                full[r, seen.astype(np.int64)] = -np.inf
+                masked[r, seen.astype(np.int64)] = -np.inf
         n = min(n, self.n_items)
-        top = np.argsort(-full, axis=1, kind="stable")[:, :n]
+        top = np.argsort(-masked, axis=1, kind="stable")[:, :n]
         return top, np.take_along_axis(full, top, 1)
 
     # ------------------------------------------------------------------ answers
-    def score(self, queries: Sequence[Query], cands: np.ndarray) -> list[Ranked]:
-        """Scores of given (B, C) candidate lists, in the lists' order (not sorted)."""
-        domain = self.domain_scores(queries, cands)
+    def score(
+        self, queries: Sequence[Query], cands: np.ndarray, domain: np.ndarray | None = None
+    ) -> list[Ranked]:
+        """Scores of given (B, C) candidate lists, in the lists' order (not sorted).
+
+        ``domain``: the candidates' domain scores when the caller has them (retrieval does).
+        """
+        if domain is None:
+            domain = self.domain_scores(queries, cands)
         llm = final = None
         if self.reranker is not None:
             llm = self.reranker.llm_scores(queries, cands)
@@ -293,9 +296,9 @@ class Engine:
         exclude_seen: bool | Sequence[bool] = True,
     ) -> list[Ranked]:
         """Retrieve ``n_candidates`` by the domain model, re-rank them, keep the best ``k``."""
-        cands, _ = self.retrieve(queries, max(n_candidates, k), exclude_seen)
+        cands, domain = self.retrieve(queries, max(n_candidates, k), exclude_seen)
         out = []
-        for r in self.score(queries, cands):
+        for r in self.score(queries, cands, domain):
             order = np.argsort(-r.score, kind="stable")[:k]
             llm = None if r.llm is None else r.llm[order]
             out.append(Ranked(r.items[order], r.score[order], r.domain[order], llm))
@@ -306,27 +309,30 @@ class Engine:
         if query.user is not None or self.max_len is not None:
             return
         needs_user = self.domain.user_item_embeddings()[0] is not None
-        if needs_user and user_rows(self.domain, [query]) is None:
+        if needs_user and not averages_history(self.domain):
             raise RequestError(
                 f"this run's domain model ({type(self.domain).__name__}) needs a user id; "
                 "give 'user'",
                 "user",
             )
-        cascade = self.reranker.cascade if self.reranker is not None else None
-        if self.side == "drs" and user_rows(cascade.domain, [query]) is None:
+        if self.side == "drs" and not averages_history(self.reranker.cascade.domain):
             raise RequestError("this run's cascade needs a user id; give 'user'", "user")
+
+
+def averages_history(domain) -> bool:
+    """Whether ``domain`` can score a user without an id by the mean of their history's item
+    rows: LightGCN and MF, which score a pair by the inner product of the two rows."""
+    from lmrec.models import MF, LightGCN
+
+    return isinstance(domain, MF | LightGCN)
 
 
 @torch.no_grad()
 def user_rows(domain, queries: Sequence[Query]):
-    """``(U (B, d), Q (N, d))``: one user row per query, for LightGCN and MF (else None).
-
-    A known user reads their own row; a user without an id the mean of their history's item
-    rows (both models score a pair by the inner product of the two rows).
-    """
-    from lmrec.models import MF, LightGCN
-
-    if not isinstance(domain, MF | LightGCN):
+    """``(U (B, d), Q (N, d))``: one user row per query (see :func:`averages_history`), or None
+    for other models. A known user reads their own row, one without an id the mean of their
+    history's item rows."""
+    if not averages_history(domain):
         return None
     user_table, item_table = domain.user_item_embeddings()
     rows = []
@@ -443,6 +449,7 @@ def _load_llm(run: Path, retriever, data_dir, batch_size: int) -> Engine:
     from lmrec.llm.pipeline import _prepare, load_llm_run
     from lmrec.llm.prompts import PromptBuilder
     from lmrec.models import build_model
+    from lmrec.train.run import check_id_maps
 
     model, tok, ids, cfg, dataset = load_llm_run(run)
     if ids is None or cfg.prompt.template("topk").answer != "item_token":
@@ -450,8 +457,11 @@ def _load_llm(run: Path, retriever, data_dir, batch_size: int) -> Engine:
             f"{run}: the service re-ranks with item-token scores; this LLM run has no item "
             "tokens (a text-only run)"
         )
-    prepared = _prepare(dataset, cfg) if data_dir is None else _prepare(dataset, cfg, data_dir)
+    if data_dir is not None:
+        cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
+    prepared = _prepare(dataset, cfg)
     ds, split = prepared.dataset, prepared.split
+    check_id_maps(run, ds)
     max_len = None
     if retriever is not None:
         from lmrec.train.run import load_domain_run

@@ -192,20 +192,36 @@ def load_domain_run(
         preprocess=saved["preprocess"],
         candidates=saved["candidates"],
     )
-    for kind, ids in (("user", prepared.dataset.users), ("item", prepared.dataset.items)):
-        path = run_dir / f"{kind}_ids.json"
+    check_id_maps(run_dir, prepared.dataset)
+    model = trained_model(run_dir, prepared.split, saved, resolve_device(cfg.device))
+    return model, prepared, cfg
+
+
+def trained_model(
+    run_dir: Path, split: Split, saved: Mapping[str, Any], device: torch.device | None = None
+) -> Recommender:
+    """The model of a finished run (its ``config.json`` as ``saved``) with its best weights, in
+    eval mode: built, given ``split``'s train pairs (LightGCN's graph, popularity's counts),
+    then loaded."""
+    model = _build(saved["model"], split, saved.get("model_config"))
+    if device is not None:
+        model.to(device)
+    model.prepare(split.train["user"].to_numpy(), split.train["item"].to_numpy())
+    load_weights(model, Path(run_dir) / BEST_FILE)
+    model.eval()
+    return model
+
+
+def check_id_maps(run_dir: Path, dataset) -> None:
+    """Raise if a reloaded ``dataset``'s user or item ids differ from the run folder's
+    ``user_ids.json`` / ``item_ids.json`` (every reload of saved weights checks this)."""
+    for kind, ids in (("user", dataset.users), ("item", dataset.items)):
+        path = Path(run_dir) / f"{kind}_ids.json"
         if read_json(path).get("raw") != ids.raw:
             raise DataError(
                 f"{path}: the {kind} ids of the reloaded dataset differ from the run's; the data "
                 "changed since training, so the saved weights no longer line up"
             )
-    model = _build(saved["model"], prepared.split, saved.get("model_config"))
-    model.to(resolve_device(cfg.device))
-    train_pairs = prepared.split.train
-    model.prepare(train_pairs["user"].to_numpy(), train_pairs["item"].to_numpy())
-    load_weights(model, run_dir / BEST_FILE)
-    model.eval()
-    return model, prepared, cfg
 
 
 def evaluate_model(
