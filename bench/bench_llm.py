@@ -97,7 +97,8 @@ def worker_train(args) -> dict:
     torch = _setup(args.threads)
     from lmrec.llm.modes import ModeConfig, apply_mode
     from lmrec.llm.sft import ExampleConfig, training_examples
-    from lmrec.llm.trainer import TrainConfig, peak_memory_mb, train_sft
+    from lmrec.llm.trainer import TrainConfig, train_sft
+    from lmrec.train.loop import peak_memory_mb
 
     dataset = "ml-1m" if args.mode == "memory" else "ml-100k"
     template = "bdlm-topk" if args.mode == "memory" else "id-topk"

@@ -1,5 +1,4 @@
 import json
-import os
 import shutil
 
 import pytest
@@ -8,6 +7,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lmrec.errors import ConfigError, DataError
+from lmrec.train.loop import latest_checkpoint
 from lmrec.train.trainer import TrainConfig, resolve_device, train
 
 
@@ -62,7 +62,7 @@ def _reference(tiny, split, cls, tmp_path_factory):
     [
         ("MF", "between_epochs"),
         ("MF", "mid_epoch"),
-        ("MF", "mid_swap"),
+        ("MF", "mid_write"),
         ("MF", "before_best"),
         ("Seq", "between_epochs"),
         ("Seq", "before_best"),
@@ -90,13 +90,13 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(
     else:
         with pytest.raises(Stop):
             train(first, split, cfg, out, valid_fn, on_epoch_end=_interrupt(stop))
-    if how == "mid_swap":  # killed between the two renames, with a half-written new folder
-        os.replace(out / "checkpoint", out / "checkpoint.old")
-        (out / "checkpoint.new").mkdir()
-        (out / "checkpoint.new" / "model.safetensors").write_bytes(b"half")
-    if how == "before_best":  # killed after the checkpoint swap, before best.safetensors
+    half = out / "checkpoints" / ".step-0009999.x1y2.tmp"
+    if how == "mid_write":  # killed while writing the next checkpoint's temporary folder
+        (half / "model").mkdir(parents=True)
+        (half / "model" / "model.safetensors").write_bytes(b"half")
+    if how == "before_best":  # killed after the checkpoint's rename, before best.safetensors
         (out / "best.safetensors").unlink()
-        saved = json.loads((out / "checkpoint" / "trainer_state.json").read_text())
+        saved = json.loads((latest_checkpoint(out) / "state.json").read_text())
         assert saved["best_epoch"] == saved["epoch"] == stop
 
     # A fresh process: different initial weights, RNGs elsewhere; all must come from disk.
@@ -107,10 +107,10 @@ def test_resumed_run_ends_exactly_like_an_uninterrupted_one(
     _assert_same_weights(full, resumed)
     assert _strip(res.history) == _strip(ref.history)
     assert (res.best_epoch, res.best_metric, res.epochs) == (ref.best_epoch, ref.best_metric, 6)
-    a = load_file(full_dir / "checkpoint" / "model.safetensors")
-    b = load_file(out / "checkpoint" / "model.safetensors")
+    a = load_file(latest_checkpoint(full_dir) / "model" / "model.safetensors")
+    b = load_file(latest_checkpoint(out) / "model" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert not (out / "checkpoint.old").exists() and not (out / "checkpoint.new").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [latest_checkpoint(out).name]
 
 
 def test_early_stopping_stops_after_patience_and_keeps_the_best_weights(tiny, split, tmp_path):
@@ -154,14 +154,20 @@ def test_eval_every_validates_on_schedule_and_after_the_last_epoch(tiny, split, 
 
 def test_checkpoint_is_safetensors_and_json_only(tiny, split, tmp_path):
     train(_model(tiny, split), split, _cfg(epochs=2), tmp_path, tiny.hit_rate_valid(split))
-    ckpt = tmp_path / "checkpoint"
+    steps = 2 * -(-len(split.train) // 32)
+    ckpt = tmp_path / "checkpoints" / f"step-{steps:07d}"
     names = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
     assert names == {
         "best.safetensors",
-        "checkpoint/model.safetensors",
-        "checkpoint/optimizer.safetensors",
-        "checkpoint/optimizer.json",
-        "checkpoint/trainer_state.json",
+        *(
+            f"checkpoints/step-{steps:07d}/{name}"
+            for name in (
+                "model/model.safetensors",
+                "model/optimizer.safetensors",
+                "model/optimizer.json",
+                "state.json",
+            )
+        ),
     }
     for name in names:
         data = (tmp_path / name).read_bytes()
@@ -171,23 +177,29 @@ def test_checkpoint_is_safetensors_and_json_only(tiny, split, tmp_path):
         else:
             with safe_open(str(tmp_path / name), framework="pt") as fh:
                 assert list(fh.keys())
-    optim = load_file(ckpt / "optimizer.safetensors")
+    optim = load_file(ckpt / "model" / "optimizer.safetensors")
     assert {"0.exp_avg", "0.exp_avg_sq", "0.step", "1.exp_avg"} <= set(optim)
-    assert float(optim["0.step"]) == 2 * -(-len(split.train) // 32)
-    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert float(optim["0.step"]) == steps
+    state = json.loads((ckpt / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]) == 2
     assert isinstance(state["rng"]["torch"], list) and len(state["rng"]["python"][1]) == 625
     assert state["rng"]["numpy"]["bit_generator"] == "MT19937"
-    groups = json.loads((ckpt / "optimizer.json").read_text())["param_groups"]
+    groups = json.loads((ckpt / "model" / "optimizer.json").read_text())["param_groups"]
     assert groups[0]["lr"] == 0.05 and groups[0]["betas"] == [0.9, 0.999]
 
 
 @pytest.mark.parametrize(
-    "name", ["model.safetensors", "optimizer.safetensors", "trainer_state.json", "optimizer.json"]
+    "name",
+    [
+        "model/model.safetensors",
+        "model/optimizer.safetensors",
+        "state.json",
+        "model/optimizer.json",
+    ],
 )
 def test_corrupt_checkpoint_names_the_file(tiny, split, tmp_path, name):
     train(_model(tiny, split), split, _cfg(epochs=1), tmp_path, tiny.hit_rate_valid(split))
-    (tmp_path / "checkpoint" / name).write_bytes(b"\x00garbage{")
+    (latest_checkpoint(tmp_path) / name).write_bytes(b"\x00garbage{")
     with pytest.raises(DataError, match=name.replace(".", r"\.")):
         train(_model(tiny, split), split, _cfg(epochs=2), tmp_path, tiny.hit_rate_valid(split))
 

@@ -158,9 +158,9 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
     from lmrec.config import from_dict
     from lmrec.llm.modes import apply_mode
     from lmrec.llm.prompts import PromptBuilder
-    from lmrec.llm.trainer import latest_checkpoint, load_trainable
     from lmrec.pipeline import prepare
     from lmrec.train.checkpoint import load_weights
+    from lmrec.train.loop import latest_checkpoint, load_trainable
     from lmrec.train.run import check_id_maps
 
     run = Path(run_dir)

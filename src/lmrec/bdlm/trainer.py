@@ -28,56 +28,33 @@ the LLM feature on, the domain side sees the LLM's current state, and a run that
 the LLM feeds it the initial LLM instead. And a resumed run ends bit for bit where an
 uninterrupted one would.
 
-Checkpoints (``out_dir/checkpoints/step-NNNNNNN/``, written whole to a temporary folder and
-renamed; the newest ``keep_checkpoints`` are kept)::
-
-    llm/trainable.safetensors, llm/optimizer.safetensors, llm/optimizer.json   (LLM side)
-    drs/model.safetensors, drs/optimizer.safetensors, drs/optimizer.json       (cascade)
-    sharing.safetensors                                                        (M)
-    state.json                                                   (step, losses, config)
+Training runs on the one loop (:class:`lmrec.train.loop.Loop`); its checkpoints hold one folder
+per part: ``llm/`` (trainable weights and AdamW state), ``drs/`` (the cascade and its Adam
+state) and ``sharing/`` (M), beside ``state.json``.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
-from tqdm.auto import tqdm
 
 from lmrec.bdlm.aligned import ROW_SCHEDULES, AlignedBatches, Rows
 from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
-from lmrec.config import RESUMABLE, check_resumable, to_dict
+from lmrec.config import RESUMABLE
 from lmrec.errors import ConfigError, check_ints, check_numbers
-from lmrec.llm.modes import trainable_state
 from lmrec.llm.prompts import PromptBuilder
 from lmrec.llm.scoring import model_device
 from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example
 from lmrec.llm.tokens import IdTokens, id_token_rows
-from lmrec.llm.trainer import (
-    LLMOptimizer,
-    batch_loss,
-    enable_checkpointing,
-    latest_checkpoint,
-    listwise_loss,
-    load_optimizer_state,
-    load_trainable,
-    optimizer_state,
-    peak_memory_mb,
-    prune_checkpoints,
-)
-from lmrec.llm.trainer import (
-    TrainConfig as LLMTrainConfig,
-)
-from lmrec.train.checkpoint import load_optimizer, load_weights, save_optimizer, save_weights
-from lmrec.utils.io import atomic_folder, read_json, write_json
-from lmrec.utils.memory import configure_malloc
+from lmrec.llm.trainer import LLMOptimizer, batch_loss, enable_checkpointing, listwise_loss
+from lmrec.llm.trainer import TrainConfig as LLMTrainConfig
+from lmrec.train.loop import Loop, Part
 
 # Keys of JointConfig that may change when a run is resumed (they change nothing computed).
 _STREAMS = {"llm": 1, "drs": 2}
@@ -280,8 +257,6 @@ class JointTrainer:
             )
         self.step = 0
         self.history: list[dict[str, Any]] = []  # one entry per finished epoch
-        self._sums: dict[str, float] = {}
-        self._count = 0
 
     # ----------------------------------------------------------------------------- steps
 
@@ -409,6 +384,32 @@ class JointTrainer:
 
     # ----------------------------------------------------------------------------- loop
 
+    def loop(self) -> Loop:
+        """The run on :class:`lmrec.train.loop.Loop`: the LLM side, the domain side and M are
+        its parts (a side that is switched off is neither trained nor saved)."""
+        s = self.sides
+        parts = []
+        if self.llm_opt is not None:
+            parts.append(Part("llm", s.llm, self.llm_opt, trainable_only=True))
+        if self.drs_opt is not None:
+            parts.append(Part("drs", s.cascade, self.drs_opt))
+        if s.sharing is not None:
+            parts.append(Part("sharing", s.sharing))
+        return Loop(
+            parts,
+            self.cfg,
+            steps_per_epoch=self.batches.n_batches(),
+            epochs=self.cfg.epochs,
+            out_dir=self.out_dir,
+            seed=self.cfg.seed,
+            num_threads=self.cfg.num_threads,
+            save_every=self.cfg.save_every,
+            keep=self.cfg.keep_checkpoints,
+            progress=self.cfg.progress,
+            desc="bdlm joint",
+            config_name="joint config",
+        )
+
     def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict:
         """Train to ``epochs``, resuming from the newest checkpoint in ``out_dir``.
 
@@ -421,117 +422,26 @@ class JointTrainer:
             ``steps``, ``resumed_from``, ``seconds``, ``steps_per_s``, ``peak_memory_mb``, the
             per-epoch mean losses (``history``) and the feature-cache counters.
         """
-        if self.cfg.num_threads:
-            torch.set_num_threads(self.cfg.num_threads)
-        if self.device.type == "cpu":
-            configure_malloc()  # reuse freed activations (lmrec.utils.memory)
-        start = self.resume() if self.out_dir is not None else 0
-        total = self.total_steps
-        per_epoch = self.batches.n_batches()
-        t0 = time.perf_counter()
-        bar = tqdm(
-            range(start, total),
-            desc="bdlm joint",
-            initial=start,
-            total=total,
-            disable=not self.cfg.progress,
-        )
-        for step in bar:
-            losses = self.joint_step(step)
-            for key, value in losses.items():
-                self._sums[key] = self._sums.get(key, 0.0) + value
-            self._count += 1
-            done = step + 1
-            self.step = done
-            if done % per_epoch == 0:
-                means = {k: v / self._count for k, v in self._sums.items()}
-                self.history.append({"epoch": done // per_epoch, **means})
-                self._sums, self._count = {}, 0
-            bar.set_postfix({k.split("/")[1]: f"{v:.3f}" for k, v in losses.items()})
-            if self.out_dir is not None and (
-                done % per_epoch == 0 or (self.cfg.save_every and done % self.cfg.save_every == 0)
-            ):
-                self.save()
-            if on_step is not None:
-                on_step(done, losses)
-        for side in (self.sides.llm, self.sides.cascade):
-            side.eval()
-        seconds = time.perf_counter() - t0
+        loop = self.loop()
+        stats = loop.run(self.joint_step, on_step=on_step)
+        self.step = stats["steps"]
+        self.history = stats["history"]
+        self.sides.cascade.eval()
         cache = self.sides.features
         return {
-            "steps": total,
-            "resumed_from": start,
+            "steps": stats["steps"],
+            "resumed_from": stats["resumed_from"],
             "rows_per_step": self.cfg.batch_size,
-            "seconds": seconds,
-            "steps_per_s": (total - start) / seconds if seconds > 0 and total > start else 0.0,
-            "peak_memory_mb": peak_memory_mb(self.device),
-            "history": self.history,
+            "seconds": stats["seconds"],
+            "steps_per_s": stats["steps_per_s"],
+            "peak_memory_mb": stats["peak_memory_mb"],
+            "history": stats["history"],
             "feature_cache": {
                 "hits": cache.hits,
                 "misses": cache.misses,
                 "invalidations": cache.invalidations,
             },
         }
-
-    # ----------------------------------------------------------------------------- files
-
-    def _state(self) -> dict[str, Any]:
-        return {
-            "step": self.step,
-            "history": self.history,
-            "epoch_sums": self._sums,
-            "epoch_count": self._count,
-            "config": to_dict(self.cfg),
-        }
-
-    def save(self) -> Path:
-        """Write the checkpoint of the current step (see the module docstring)."""
-        final = self.out_dir / "checkpoints" / f"step-{self.step:07d}"
-        with atomic_folder(final) as tmp:
-            if self.llm_opt is not None:
-                (tmp / "llm").mkdir()
-                weights = {
-                    n: t.contiguous().cpu() for n, t in trainable_state(self.sides.llm).items()
-                }
-                save_file(weights, str(tmp / "llm" / "trainable.safetensors"))
-                tensors, meta = optimizer_state(self.sides.llm, self.llm_opt)
-                save_file(tensors, str(tmp / "llm" / "optimizer.safetensors"))
-                write_json(tmp / "llm" / "optimizer.json", meta)
-            if self.drs_opt is not None:
-                (tmp / "drs").mkdir()
-                save_weights(self.sides.cascade, tmp / "drs" / "model.safetensors")
-                save_optimizer(self.drs_opt, tmp / "drs")
-            if self.sides.sharing is not None:
-                self.sides.sharing.save(tmp / "sharing.safetensors")
-            write_json(tmp / "state.json", self._state())  # last: marks the folder complete
-        prune_checkpoints(self.out_dir, self.cfg.keep_checkpoints)
-        return final
-
-    def resume(self) -> int:
-        """Load the newest checkpoint of ``out_dir`` (if any); returns the step it reached."""
-        ckpt = latest_checkpoint(self.out_dir)
-        if ckpt is None:
-            return 0
-        state = read_json(ckpt / "state.json")
-        check_resumable(state.get("config", {}), self.cfg, ckpt, "joint config")
-        if self.llm_opt is not None:
-            load_trainable(self.sides.llm, ckpt / "llm" / "trainable.safetensors")
-            load_optimizer_state(
-                self.sides.llm,
-                self.llm_opt,
-                load_file(str(ckpt / "llm" / "optimizer.safetensors")),
-                read_json(ckpt / "llm" / "optimizer.json"),
-            )
-        if self.drs_opt is not None:
-            load_weights(self.sides.cascade, ckpt / "drs" / "model.safetensors")
-            load_optimizer(self.drs_opt, ckpt / "drs")
-        if self.sides.sharing is not None:
-            self.sides.sharing.load_state(SharingModule.load(ckpt / "sharing.safetensors"))
-        self.step = int(state["step"])
-        self.history = list(state.get("history", []))
-        self._sums = dict(state.get("epoch_sums", {}))
-        self._count = int(state.get("epoch_count", 0))
-        return self.step
 
 
 __all__ = ["JointConfig", "JointSides", "JointTrainer"]

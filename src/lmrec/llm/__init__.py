@@ -8,7 +8,7 @@ Modules, in the order data flows through them:
 - :mod:`~lmrec.llm.templates` / :mod:`~lmrec.llm.prompts`: BDLM Table 2 prompts as data.
 - :mod:`~lmrec.llm.sft`: training prompts, answer-only labels, the collator.
 - :mod:`~lmrec.llm.modes`: full / lora / extra / prompt / none.
-- :mod:`~lmrec.llm.trainer`: the seeded, resumable SFT loop and its checkpoints.
+- :mod:`~lmrec.llm.trainer`: the SFT step and the LLM optimiser, run on :mod:`lmrec.train.loop`.
 - :mod:`~lmrec.llm.scoring`: one-pass candidate scoring, P(Yes), constrained generation.
 - :mod:`~lmrec.llm.features`: h_LLM for the domain side.
 - :mod:`~lmrec.llm.pipeline`: ``llm_train`` / ``llm_evaluate`` (what the CLI calls).

@@ -8,7 +8,7 @@
   (kind, index); ``tokenizer/``: the tokenizer with the new tokens;
 - ``id_rows.safetensors``: the user/item token rows as initialised (pre-loaded or random), so the
   model can be rebuilt without the domain model; ``preload.json``: how they were made;
-- ``checkpoints/step-N/``: trainable weights + optimizer (:mod:`lmrec.llm.trainer`);
+- ``checkpoints/step-N/``: trainable weights + optimizer (:mod:`lmrec.train.loop`);
 - ``train.json`` (throughput, loss) and ``metrics.json`` (same keys as the domain models).
 
 Evaluation scores the shared candidate sets stage by stage (the test prompt's history includes
@@ -36,7 +36,8 @@ from lmrec.llm.resolve import DEFAULT_LLM, load_llm
 from lmrec.llm.scoring import score_continuations, score_token_candidates, score_yes_no
 from lmrec.llm.sft import ExampleConfig, training_examples
 from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
-from lmrec.llm.trainer import TrainConfig, latest_checkpoint, load_trainable, train_sft
+from lmrec.llm.trainer import TrainConfig, train_sft
+from lmrec.train.loop import latest_checkpoint, load_trainable
 from lmrec.utils.io import read_json, write_json
 from lmrec.utils.precision import PRECISIONS, resolve_precision, set_precision
 
@@ -465,7 +466,10 @@ def load_llm_run(run_dir: str | Path):
     if cfg.mode.mode != "none":
         if ckpt is None:
             raise DataError(f"{run}: no checkpoint to evaluate; train the run first")
-        load_trainable(model, ckpt / "trainable.safetensors")
+        weights = ckpt / "llm" / "trainable.safetensors"
+        if not weights.is_file() and (ckpt / "trainable.safetensors").is_file():
+            weights = ckpt / "trainable.safetensors"  # runs written before the one loop
+        load_trainable(model, weights)
     model.eval()
     return model, tok, ids, cfg, saved["dataset"]
 

@@ -1,20 +1,11 @@
-"""Checkpoints without pickle: weights and optimiser tensors in safetensors, the rest in JSON.
-
-A checkpoint is the folder ``checkpoint/`` holding ``model.safetensors``, ``optimizer.safetensors``
-(every tensor of the optimiser state, e.g. Adam's ``exp_avg``, ``exp_avg_sq`` and ``step``),
-``optimizer.json`` (param groups and any non-tensor state) and ``trainer_state.json`` (epoch,
-early-stopping counters, history and the RNG states of python, numpy and torch as JSON lists).
-
-The folder is written whole as ``checkpoint.new/`` and then swapped in with two renames
-(``checkpoint -> checkpoint.old``, ``checkpoint.new -> checkpoint``), so a kill at any moment
-leaves one complete checkpoint: ``checkpoint/`` or, between the two renames, ``checkpoint.old/``.
+"""Checkpoint pieces without pickle: weights and optimiser tensors in safetensors, the rest in
+JSON, and the RNG states as JSON lists. :mod:`lmrec.train.loop` assembles them into the one
+checkpoint folder format.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +18,8 @@ from torch import nn
 from lmrec.errors import DataError
 from lmrec.utils.io import atomic_write, read_json, write_json
 
-CHECKPOINT = "checkpoint"
-MODEL_FILE = "model.safetensors"
 OPTIM_TENSORS = "optimizer.safetensors"
 OPTIM_JSON = "optimizer.json"
-STATE_FILE = "trainer_state.json"
 
 
 def _corrupt(path: Path, exc: BaseException) -> DataError:
@@ -105,6 +93,11 @@ def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
     """Inverse of :func:`save_optimizer`; tensors are moved to the parameters' device by torch."""
     folder = Path(folder)
     meta = read_json(folder / OPTIM_JSON)
+    if not isinstance(meta, dict) or "param_groups" not in meta:
+        raise DataError(
+            f"{folder / OPTIM_JSON}: not an optimiser state of this lmrec version (no "
+            "'param_groups'); delete the run's checkpoints to train it again"
+        )
     try:
         tensors = load_file(str(folder / OPTIM_TENSORS))
     except (SafetensorError, OSError) as exc:
@@ -148,6 +141,13 @@ def rng_state() -> dict[str, Any]:
     }
 
 
+def seed_everything(seed: int) -> None:
+    """Seed python's ``random``, numpy's global generator and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
 def set_rng_state(state: dict[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
     version, internal, gauss = state["python"]
@@ -158,73 +158,3 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])
-
-
-# ----------------------------------------------------------------------------- folder
-
-
-def save_checkpoint(
-    out_dir: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None, state: dict[str, Any]
-) -> Path:
-    """Write a complete checkpoint under ``out_dir/checkpoint`` (swapped in atomically)."""
-    out_dir = Path(out_dir)
-    final, new, old = (out_dir / f"{CHECKPOINT}{s}" for s in ("", ".new", ".old"))
-    if new.exists():  # leftover of a run killed while writing
-        shutil.rmtree(new)
-    new.mkdir(parents=True)
-    save_weights(model, new / MODEL_FILE, {"epoch": str(state.get("epoch", 0))})
-    if optimizer is not None:
-        save_optimizer(optimizer, new)
-    write_json(new / STATE_FILE, state)
-    _fsync_dir(new)
-    if final.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        os.replace(final, old)
-    os.replace(new, final)
-    _fsync_dir(out_dir)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def find_checkpoint(out_dir: Path) -> Path | None:
-    """The complete checkpoint folder of ``out_dir``, or None when there is none yet."""
-    out_dir = Path(out_dir)
-    for name in (CHECKPOINT, f"{CHECKPOINT}.old"):  # .old only survives a kill mid-swap
-        folder = out_dir / name
-        if (folder / STATE_FILE).exists() or (folder / MODEL_FILE).exists():
-            return folder
-    return None
-
-
-def read_state(folder: Path) -> dict[str, Any]:
-    """The trainer state of checkpoint ``folder`` (read before any tensor, to check configs)."""
-    folder = Path(folder)
-    state = read_json(folder / STATE_FILE)
-    if not isinstance(state, dict) or "epoch" not in state:
-        raise DataError(f"{folder / STATE_FILE}: not an lmrec trainer state (no 'epoch' key)")
-    return state
-
-
-def load_checkpoint(
-    folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer | None
-) -> None:
-    """Load the weights (and optimiser state) of checkpoint ``folder`` in place."""
-    folder = Path(folder)
-    load_weights(model, folder / MODEL_FILE)
-    if optimizer is not None:
-        load_optimizer(optimizer, folder)
-
-
-def _fsync_dir(path: Path) -> None:
-    # Make the renames durable on power loss too (no-op where directories cannot be opened).
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -6,7 +6,7 @@
 - ``config.json``: model name and config, dataset, preprocessing, candidate and train configs;
 - ``user_ids.json``, ``item_ids.json``: the id maps the weights are indexed by;
 - ``protocol.json``: dataset statistics and the candidate sets' content hashes;
-- ``checkpoint/`` (every epoch) and ``best.safetensors``: see :mod:`lmrec.train.trainer`;
+- ``checkpoints/`` (every epoch) and ``best.safetensors``: see :mod:`lmrec.train.trainer`;
 - ``metrics.json``: test metrics of the best weights (flat keys, see :func:`evaluate_model`).
 """
 
@@ -27,14 +27,14 @@ from lmrec.eval.significance import RANKS_FILE, save_ranks
 from lmrec.models.base import Recommender
 from lmrec.protocol.split import Split
 from lmrec.train.batches import Histories
-from lmrec.train.checkpoint import find_checkpoint, load_weights, read_state
+from lmrec.train.checkpoint import load_weights, seed_everything
 from lmrec.train.defaults import train_defaults
+from lmrec.train.loop import latest_checkpoint, read_state
 from lmrec.train.trainer import (
     BEST_FILE,
     TrainConfig,
     history_len,
     resolve_device,
-    seed_everything,
     train,
 )
 from lmrec.utils.io import read_json, write_json
@@ -156,7 +156,7 @@ def evaluate_run(run_dir: str | Path, *, data_dir: str | Path | None = None) -> 
     metrics = evaluate_model(
         model, prepared.split, prepared.sets, max_len=history_len(model, cfg), progress=cfg.progress
     )
-    folder = find_checkpoint(run_dir)
+    folder = latest_checkpoint(run_dir)
     if folder is None:
         raise DataError(f"{run_dir}: no checkpoint folder; is this a run folder of `lmrec train`?")
     state = read_state(folder)

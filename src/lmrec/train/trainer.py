@@ -1,17 +1,16 @@
-"""The one training loop every domain model uses.
+"""Domain-model training: the step, validation and early stopping handed to the one loop.
 
-``train(model, split, cfg, out_dir, valid_fn)``: Adam on the batches of the model's
-``batch_kind``, validation every ``eval_every`` epochs, early stopping on ``cfg.valid_metric``
-with ``patience``, a checkpoint after every epoch and ``best.safetensors`` whenever validation
-improves. Running it again on the same ``out_dir`` resumes after the last completed epoch and
-ends bit-for-bit where an uninterrupted run would: batches depend only on ``(seed, epoch)``,
-and the checkpoint carries the weights, Adam's moments and step, and every RNG state.
+``train(model, split, cfg, out_dir, valid_fn)`` runs on :class:`lmrec.train.loop.Loop`: Adam
+on the batches of the model's ``batch_kind``, validation every ``eval_every`` epochs, early
+stopping on ``cfg.valid_metric`` with ``patience``, a checkpoint after every epoch (the loop's
+format) and ``best.safetensors`` whenever validation improves. Running it again on the same
+``out_dir`` resumes after the last completed epoch and ends bit-for-bit where an uninterrupted
+run would: batches depend only on ``(seed, epoch)``, and the checkpoint carries the weights,
+Adam's moments and step, and every RNG state.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,24 +20,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from lmrec.config import RESUMABLE, check_resumable, to_dict
+from lmrec.config import RESUMABLE
 from lmrec.errors import ConfigError, DataError, check_ints
 from lmrec.models.base import Recommender
 from lmrec.protocol.split import Split
 from lmrec.train.batches import BatchBuilder
-from lmrec.train.checkpoint import (
-    find_checkpoint,
-    load_checkpoint,
-    load_weights,
-    read_state,
-    rng_state,
-    save_checkpoint,
-    save_weights,
-    set_rng_state,
-    weights_metadata,
-)
+from lmrec.train.checkpoint import load_weights, save_weights, weights_metadata
+from lmrec.train.loop import Loop, Part
 from lmrec.utils.device import resolve_device
-from lmrec.utils.memory import configure_malloc
 
 BEST_FILE = "best.safetensors"
 # Fields that may change when a run is resumed: ``epochs`` may grow to train a finished run
@@ -159,13 +148,6 @@ def history_len(model: Recommender, cfg: TrainConfig) -> int | None:
     return cfg.max_len if cfg.max_len is not None else int(getattr(model, "max_len", 50))
 
 
-def seed_everything(seed: int) -> None:
-    """Seed python's ``random``, numpy's global generator and torch (CPU and CUDA)."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
 def train(
     model: Recommender,
     split: Split,
@@ -186,7 +168,8 @@ def train(
     cfg:
         The :class:`TrainConfig`.
     out_dir:
-        Run folder: ``checkpoint/`` (every epoch) and ``best.safetensors`` are written here.
+        Run folder: ``checkpoints/`` (every epoch, :mod:`lmrec.train.loop`) and
+        ``best.safetensors`` are written here.
     valid_fn:
         ``valid_fn(model) -> {metric: value}``, called in eval mode under ``torch.no_grad``; it
         must return ``cfg.valid_metric``.
@@ -201,114 +184,95 @@ def train(
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(cfg.device, "train.device")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    configure_malloc()  # reuse freed activations between steps (lmrec.utils.memory)
-    seed_everything(cfg.seed)
-    model.to(device)
+    model.to(resolve_device(cfg.device, "train.device"))
     # What models build from the train data (LightGCN's graph, popularity's counts) is not in
     # their weights, so it is rebuilt on every start, resumed or not.
     model.prepare(split.train["user"].to_numpy(), split.train["item"].to_numpy())
+    trains = model.batch_kind != "none"
     optimizer = (
         torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        if model.batch_kind != "none"
+        if trains
         else None
     )
-    state = _fresh_state(cfg)
-    folder = find_checkpoint(out_dir)
-    if folder is not None:
-        state = read_state(folder)
-        check_resumable(state.get("train_config", {}), cfg, folder, "train config")
-        load_checkpoint(folder, model, optimizer)
-        set_rng_state(state["rng"])
-        _repair_best(out_dir, model, state)
-
-    if model.batch_kind == "none":
-        if state["best_epoch"] is None:  # nothing to learn: validate once, for the record
-            metrics = _validate(model, valid_fn, cfg.valid_metric)
-            state.update(best_metric=metrics[cfg.valid_metric], best_epoch=0, epoch=0)
-            state["history"] = [{"epoch": 0, "loss": None, "metrics": metrics, "seconds": 0.0}]
-            state["rng"] = rng_state()
-            save_checkpoint(out_dir, model, None, state)
-            save_weights(model, out_dir / BEST_FILE, {"epoch": "0"})
-        return _finish(out_dir, model, state)
-
-    batches = BatchBuilder(
-        split,
-        model.batch_kind,
-        cfg.batch_size,
-        cfg.seed,
-        max_len=history_len(model, cfg) or 1,
-        n_neg=cfg.n_neg,
-    )
-    n_batches = batches.n_batches()
-    for epoch in range(state["epoch"] + 1, cfg.epochs + 1):
-        if state["stopped_early"]:
-            break
-        start = time.perf_counter()
-        model.train()
-        total, steps = torch.zeros((), device=device), 0
-        bar = tqdm(
-            batches.epoch(epoch),
-            total=n_batches,
-            desc=f"epoch {epoch}/{cfg.epochs}",
-            leave=False,
-            disable=not cfg.progress,
+    batches = None
+    if trains:
+        batches = BatchBuilder(
+            split,
+            model.batch_kind,
+            cfg.batch_size,
+            cfg.seed,
+            max_len=history_len(model, cfg) or 1,
+            n_neg=cfg.n_neg,
         )
-        for batch in bar:
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
-            steps += 1
-            if steps % 20 == 0:
-                bar.set_postfix(loss=f"{total.item() / steps:.4f}")
-        entry: dict[str, Any] = {"epoch": epoch, "loss": total.item() / max(steps, 1)}
-        if not np.isfinite(entry["loss"]):
+    loop = Loop(
+        [Part("model", model, optimizer)],
+        cfg,
+        # nothing to learn: one empty "epoch" validates once, for the record
+        steps_per_epoch=batches.n_batches() if batches is not None else 1,
+        epochs=cfg.epochs if trains else 1,
+        out_dir=out_dir,
+        seed=cfg.seed,
+        num_threads=cfg.num_threads,
+        progress=cfg.progress,
+        desc="train",
+        state={"best_metric": None, "best_epoch": None, "bad_evals": 0},
+    )
+    epoch_batches: dict[int, Any] = {}
+    improved: set[int] = set()
+
+    def step_fn(step: int) -> dict[str, torch.Tensor]:
+        if batches is None:
+            return {}
+        epoch, k = divmod(step, loop.per_epoch)
+        if k == 0 or epoch + 1 not in epoch_batches:  # batches depend on (seed, epoch) only
+            epoch_batches.clear()
+            epoch_batches[epoch + 1] = iter(batches.epoch(epoch + 1))
+            model.train()
+        rows = next(epoch_batches[epoch + 1])
+        batch = {n: t.to(loop.device, non_blocking=True) for n, t in rows.items()}
+        loss = model.loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": loss.detach()}
+
+    def validate(entry: dict[str, Any]) -> bool:
+        state = loop.state
+        epoch = entry["epoch"]
+        if not trains:
+            entry["epoch"], entry["loss"] = 0, None
+            state["epoch"] = 0
+        elif not np.isfinite(entry["loss"]):
             raise FloatingPointError(
                 f"training loss became {entry['loss']} in epoch {epoch}; lower train.lr"
             )
-        improved = False
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
-            metrics = _validate(model, valid_fn, cfg.valid_metric)
-            entry["metrics"] = metrics
-            value = metrics[cfg.valid_metric]
-            if state["best_metric"] is None or value > state["best_metric"]:
-                state.update(best_metric=value, best_epoch=epoch, bad_evals=0)
-                improved = True
-            else:
-                state["bad_evals"] += 1
-                if cfg.patience and state["bad_evals"] >= cfg.patience:
-                    state["stopped_early"] = True
-        entry["seconds"] = time.perf_counter() - start
-        state["epoch"] = epoch
-        state["history"].append(entry)
-        state["rng"] = rng_state()
-        save_checkpoint(out_dir, model, optimizer, state)
+        if trains and epoch % cfg.eval_every and epoch != cfg.epochs:
+            return False
+        metrics = _validate(model, valid_fn, cfg.valid_metric)
+        entry["metrics"] = metrics
+        value = metrics[cfg.valid_metric]
+        if state["best_metric"] is None or value > state["best_metric"]:
+            state.update(best_metric=value, best_epoch=entry["epoch"], bad_evals=0)
+            improved.add(entry["epoch"])
+            return False
+        state["bad_evals"] += 1
+        return bool(cfg.patience and state["bad_evals"] >= cfg.patience)
+
+    def after_checkpoint(entry: dict[str, Any]) -> None:
         # After the checkpoint: a kill in between is repaired on resume by _repair_best.
-        if improved:
-            save_weights(model, out_dir / BEST_FILE, {"epoch": str(epoch)})
+        if entry["epoch"] in improved:
+            save_weights(model, out_dir / BEST_FILE, {"epoch": str(entry["epoch"])})
+        if not trains:
+            return
         if cfg.progress:
-            tqdm.write(_summary(entry, state, cfg.valid_metric))
+            tqdm.write(_summary(entry, loop.state, cfg.valid_metric))
         if on_epoch_end is not None:
-            on_epoch_end(epoch, entry)
-    return _finish(out_dir, model, state)
+            on_epoch_end(entry["epoch"], entry)
 
-
-def _fresh_state(cfg: TrainConfig) -> dict[str, Any]:
-    return {
-        "epoch": 0,  # completed epochs
-        "best_metric": None,
-        "best_epoch": None,
-        "bad_evals": 0,  # validations since the last improvement (the patience counter)
-        "stopped_early": False,
-        "history": [],
-        "train_config": to_dict(cfg),
-        "rng": None,
-    }
+    if loop.start():
+        _repair_best(out_dir, model, loop.state)
+    loop.run(step_fn, on_epoch_end=validate, after_checkpoint=after_checkpoint)
+    return _finish(out_dir, model, loop.state, trains)
 
 
 def _validate(model: Recommender, valid_fn: ValidFn, metric: str) -> dict[str, float]:
@@ -342,7 +306,7 @@ def _repair_best(out_dir: Path, model: Recommender, state: dict[str, Any]) -> No
     save_weights(model, path, {"epoch": str(best_epoch)})
 
 
-def _finish(out_dir: Path, model: Recommender, state: dict[str, Any]) -> TrainResult:
+def _finish(out_dir: Path, model: Recommender, state: dict[str, Any], trains: bool) -> TrainResult:
     if state["best_epoch"] is not None:
         load_weights(model, out_dir / BEST_FILE)
     model.eval()
@@ -350,7 +314,7 @@ def _finish(out_dir: Path, model: Recommender, state: dict[str, Any]) -> TrainRe
         best_epoch=state["best_epoch"] if state["best_epoch"] is not None else state["epoch"],
         best_metric=state["best_metric"],
         epochs=state["epoch"],
-        stopped_early=state["stopped_early"],
+        stopped_early=state["stopped"] and trains,
         history=state["history"],
     )
 
@@ -368,6 +332,5 @@ __all__ = [
     "TrainResult",
     "history_len",
     "resolve_device",
-    "seed_everything",
     "train",
 ]
