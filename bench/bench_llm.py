@@ -41,7 +41,7 @@ def _builder(dataset: str, template: str, max_history: int = 10):
     from lmrec.llm.prompts import PromptBuilder, PromptConfig, histories
     from lmrec.llm.resolve import load_llm
     from lmrec.llm.tokens import add_id_tokens
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     prepared = prepare(dataset)
     ds = prepared.dataset
@@ -95,9 +95,9 @@ def worker_score(args) -> dict:
 
 def worker_train(args) -> dict:
     torch = _setup(args.threads)
+    from lmrec.llm.finetune import TrainConfig, train_sft
     from lmrec.llm.modes import ModeConfig, apply_mode
     from lmrec.llm.sft import ExampleConfig, training_examples
-    from lmrec.llm.trainer import TrainConfig, train_sft
     from lmrec.train.loop import peak_memory_mb
 
     dataset = "ml-1m" if args.mode == "memory" else "ml-100k"
@@ -127,7 +127,7 @@ def quality(args) -> None:
     """Pre-loaded SFT vs zero-shot vs random rows on ML-100K (see the module docstring)."""
     from pathlib import Path
 
-    from lmrec.llm.pipeline import llm_train
+    from lmrec.llm.run import llm_train
     from lmrec.train.run import train_run
 
     _setup(args.threads)

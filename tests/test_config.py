@@ -49,9 +49,9 @@ def test_registry_rejects_duplicates_and_lists_choices():
 
 
 def test_fields_that_may_change_on_resume_are_marked_on_the_config_classes():
-    from lmrec.bdlm.trainer import JointConfig
+    from lmrec.bdlm.joint import JointConfig
     from lmrec.config import resumable_fields
-    from lmrec.llm.trainer import TrainConfig as LLMTrainConfig
+    from lmrec.llm.finetune import TrainConfig as LLMTrainConfig
     from lmrec.train.trainer import TrainConfig
 
     assert resumable_fields(TrainConfig) == {"epochs", "device", "num_threads", "progress"}

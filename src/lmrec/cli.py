@@ -78,7 +78,7 @@ def data_candidates(
     item_core: ItemCore = 0,
 ) -> None:
     """Build (or reuse) the saved candidate sets of both tasks and export them as CSV."""
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     prep = prepare(
         dataset,

@@ -10,14 +10,14 @@ import torch
 from lmrec.bdlm.aligned import AlignedBatches
 from lmrec.bdlm.cascade import Cascade, CascadeConfig
 from lmrec.bdlm.features import FeatureCache
+from lmrec.bdlm.joint import JointConfig, JointSides, JointTrainer
 from lmrec.bdlm.sharing import SharingModule
-from lmrec.bdlm.trainer import JointConfig, JointSides, JointTrainer
+from lmrec.llm.finetune import TrainConfig as LLMTrainConfig
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import PromptBuilder, PromptConfig
 from lmrec.llm.resolve import load_llm
 from lmrec.llm.sft import ExampleConfig
 from lmrec.llm.tokens import add_id_tokens, set_id_token_rows
-from lmrec.llm.trainer import TrainConfig as LLMTrainConfig
 from lmrec.models import LightGCN, LightGCNConfig
 from lmrec.protocol.split import Split
 

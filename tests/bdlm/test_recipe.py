@@ -11,9 +11,9 @@ from lmrec.bdlm.aligned import AlignedBatches
 from lmrec.bdlm.cascade import Cascade, CascadeConfig
 from lmrec.bdlm.refit import RefitConfig, fit_head_lists
 from lmrec.bdlm.sharing import SharingModule
+from lmrec.llm.finetune import listwise_loss
 from lmrec.llm.sft import ExampleConfig
 from lmrec.llm.tokens import orthogonal_projection
-from lmrec.llm.trainer import listwise_loss
 from lmrec.models import LightGCN, LightGCNConfig
 from lmrec.protocol.samplers import PopularitySampler, SamplingContext, SeenItems
 

@@ -107,8 +107,8 @@ def test_top_share_keeps_each_users_heaviest_interactions():
 
 def test_a_source_without_timestamps_is_split_by_file_order_and_says_so(tmp_path):
     from lmrec.data.tabular import load_tabular
-    from lmrec.pipeline import Prepared
     from lmrec.protocol import leave_one_out
+    from lmrec.protocol.prepare import Prepared
 
     path = tmp_path / "clicks.tsv"
     path.write_text("user_id\titem_id\nu1\ta\nu1\tc\nu1\tb\nu2\tb\nu2\ta\nu2\tc\n")

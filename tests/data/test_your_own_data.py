@@ -72,7 +72,7 @@ LAYOUTS = {"plays": write_plays, "bench": write_bench, "seq": write_seq}
 def test_each_layout_keeps_what_its_files_say(tmp_path, layout):
     import warnings
 
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     spec = LAYOUTS[layout](tmp_path)
     with warnings.catch_warnings():
@@ -97,7 +97,7 @@ def test_each_layout_keeps_what_its_files_say(tmp_path, layout):
 
 def test_a_split_with_two_test_rows_for_a_user_is_refused(tmp_path):
     from lmrec.errors import DataError
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     write_bench(tmp_path)
     test = tmp_path / "bench.test.inter"

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmrec.bdlm.cells import bdlm_config
 from lmrec.bdlm.run import BDLMConfig
 from lmrec.config import from_dict, load_file
 from lmrec.experiment.config import experiment_from_dict, load_experiment
+from lmrec.experiment.kinds import bdlm_config
 from lmrec.experiment.runner import expand, run_experiment
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

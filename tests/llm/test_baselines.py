@@ -4,7 +4,7 @@ import torch
 from lmrec.config import from_dict
 from lmrec.errors import ConfigError
 from lmrec.llm.baselines import GPT4SM, GPT4SMConfig, preset, text_features, user_texts
-from lmrec.llm.pipeline import LLMRunConfig
+from lmrec.llm.run import LLMRunConfig
 
 
 def test_presets_are_valid_text_only_configs():
@@ -76,7 +76,7 @@ def test_gpt4sm_run_end_to_end_with_the_tiny_llama(tmp_path):
 @pytest.mark.slow
 def test_gpt4sm_features_are_cached_across_runs(tmp_path, monkeypatch):
     from lmrec.llm import baselines
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path / "cache"))
     prepared = prepare("ml-100k", candidates={"sampler": "popularity"})

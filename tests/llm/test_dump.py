@@ -26,7 +26,7 @@ def _records(tmp_path, split, task):
 
 @pytest.mark.slow
 def test_train_and_test_prompts_share_no_answer_and_no_slot(tmp_path):
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     train = _records(tmp_path, "train", "topk")
     test = _records(tmp_path, "test", "topk")

@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from lmrec.errors import ConfigError
+from lmrec.llm.finetune import TrainConfig, train_sft
 from lmrec.llm.modes import ModeConfig, apply_mode, param_groups, prompt_embedding
 from lmrec.llm.prompts import Prompt
 from lmrec.llm.tokens import add_id_tokens
-from lmrec.llm.trainer import TrainConfig, train_sft
 
 EXAMPLES = [
     Prompt("User <u_0> has watched <i_1>. Candidates: <i_0>, <i_2>. Answer:", "<i_2>"),

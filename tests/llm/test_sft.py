@@ -1,6 +1,7 @@
 import numpy as np
 import torch
 
+from lmrec.llm.finetune import batch_loss
 from lmrec.llm.prompts import Prompt, PromptBuilder, PromptConfig
 from lmrec.llm.sft import (
     IGNORE,
@@ -11,7 +12,6 @@ from lmrec.llm.sft import (
     training_examples,
 )
 from lmrec.llm.tokens import add_id_tokens
-from lmrec.llm.trainer import batch_loss
 
 TITLES = ["Heat", "Up", "Alien", "Big", "Jaws", "Rocky", "Fargo", "Brazil"]
 

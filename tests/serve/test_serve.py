@@ -127,7 +127,7 @@ def _key(config) -> dict:
 
 def _test_lists(spec):
     """(raw user ids, raw candidate ids (B, C), labels) of the test top-K candidate set."""
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     prepared = prepare(spec, candidates=CANDIDATES)
     cands = prepared.sets[("topk", "test")]
@@ -297,7 +297,7 @@ def test_restart_serves_the_same_answers_and_pickles_are_refused(runs, tmp_path)
 
 
 def test_llm_run_re_ranks_what_its_retriever_retrieves(runs, tmp_path):
-    from lmrec.llm.pipeline import llm_train
+    from lmrec.llm.run import llm_train
 
     spec, lightgcn, _ = runs
     config = {

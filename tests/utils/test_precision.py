@@ -58,7 +58,7 @@ def test_autocast_scores_close_to_fp32_and_returns_fp32_logits():
 
 
 def test_runs_written_before_the_option_are_read_as_fp32():
-    from lmrec.llm.pipeline import saved_run
+    from lmrec.llm.run import saved_run
 
     assert saved_run({"dataset": "d", "llm": {"model": "m"}})["llm"]["precision"] == "fp32"
     assert saved_run({"dataset": "d", "llm": {"precision": "auto"}})["llm"]["precision"] == "auto"

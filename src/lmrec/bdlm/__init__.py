@@ -6,17 +6,17 @@ Modules, in the order data flows through them:
 - :mod:`~lmrec.bdlm.features`: h_LLM per prompt, cached per LLM state, shared prefixes once.
 - :mod:`~lmrec.bdlm.cascade`: the domain side with the LLM feature (eqs. 5-6).
 - :mod:`~lmrec.bdlm.aligned`: the same (user, positive, negative) rows for both sides.
-- :mod:`~lmrec.bdlm.trainer`: the joint trainer (eq. 9, alternating steps, checkpoints).
+- :mod:`~lmrec.bdlm.joint`: the joint trainer (eq. 9, alternating steps, checkpoints).
 - :mod:`~lmrec.bdlm.inference`: BDLM-llm and BDLM-drs on the saved candidate sets.
 - :mod:`~lmrec.bdlm.run`: :func:`run_bdlm`, a whole run (what the experiment cell calls).
-- :mod:`~lmrec.bdlm.cells`: the ``bdlm`` and ``llm`` experiment cell kinds.
+- :mod:`~lmrec.experiment.kinds`: the ``bdlm`` and ``llm`` experiment cell kinds.
 """
 
 from lmrec.bdlm.cascade import Cascade, CascadeConfig
 from lmrec.bdlm.features import FeatureCache
+from lmrec.bdlm.joint import JointConfig, JointSides, JointTrainer
 from lmrec.bdlm.run import BDLMConfig, DomainSpec, run_bdlm
 from lmrec.bdlm.sharing import SharingModule
-from lmrec.bdlm.trainer import JointConfig, JointSides, JointTrainer
 
 __all__ = [
     "BDLMConfig",

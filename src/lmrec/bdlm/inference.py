@@ -1,6 +1,6 @@
 """Inference: BDLM-llm (the LLM side alone) and BDLM-drs (the cascade), on the saved candidates.
 
-- **BDLM-llm** is scored by the LLM side's own scorer (:func:`lmrec.llm.pipeline.evaluate_llm`):
+- **BDLM-llm** is scored by the LLM side's own scorer (:func:`lmrec.llm.run.evaluate_llm`):
   top-K from the candidates' item-token log-probabilities after the top-K prompt, interaction
   prediction from log P(Yes) - log P(No).
 - **BDLM-drs** scores each (user, candidate) pair with the cascade (eq. 5) on the h_LLM of that

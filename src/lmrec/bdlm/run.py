@@ -2,8 +2,8 @@
 
 :func:`run_bdlm` is the library entry the ``bdlm`` experiment cell calls. Steps:
 
-1. :func:`lmrec.pipeline.prepare`: dataset, leave-one-out split, the saved candidate sets.
-2. The LLM with one token per user and item (:func:`lmrec.llm.pipeline.build_llm`).
+1. :func:`lmrec.protocol.prepare.prepare`: dataset, leave-one-out split, the saved candidate sets.
+2. The LLM with one token per user and item (:func:`lmrec.llm.run.build_llm`).
 3. The domain model, of the LLM's width d: a finished ``lmrec train`` folder (``domain.run``),
    or trained here into ``<out_dir>/domain`` by :func:`lmrec.train.run.train_run` (resumed).
 4. Pre-loading (BDLM 4.1.2): E_U, E_I <- P_U / s, Q_I / s, the domain tables rescaled by one
@@ -13,7 +13,7 @@
    rows of the vocabulary's norm (*w/o PE*).
 5. M <- (P_U, Q_I) with the LLM side's factor ``s`` (:mod:`lmrec.bdlm.sharing`), the cascade
    (:mod:`lmrec.bdlm.cascade`), the training mode (:func:`lmrec.llm.modes.apply_mode`).
-6. :class:`lmrec.bdlm.trainer.JointTrainer` (resumes from ``<out_dir>/checkpoints``).
+6. :class:`lmrec.bdlm.joint.JointTrainer` (resumes from ``<out_dir>/checkpoints``).
    With ``cascade_refit.rows: valid`` the cascade head is then refit on the validation
    interactions with the LLM frozen (:mod:`lmrec.bdlm.refit`, which says why).
 7. BDLM-llm and BDLM-drs on the saved candidate sets, and the domain model alone on the same
@@ -42,13 +42,13 @@ from lmrec.bdlm.aligned import AlignedBatches
 from lmrec.bdlm.cascade import Cascade, CascadeConfig
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.inference import evaluate_cascade, evaluate_domain
+from lmrec.bdlm.joint import JointConfig, JointSides, JointTrainer
 from lmrec.bdlm.refit import RefitConfig, refit_on_lists, refit_on_valid
 from lmrec.bdlm.setup import preloaded_sides
-from lmrec.bdlm.trainer import JointConfig, JointSides, JointTrainer
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError
-from lmrec.llm.pipeline import LLMRunConfig, PreloadConfig, evaluate_llm, saved_llm
-from lmrec.llm.trainer import TrainConfig as LLMTrainConfig
+from lmrec.llm.finetune import TrainConfig as LLMTrainConfig
+from lmrec.llm.run import LLMRunConfig, PreloadConfig, evaluate_llm, saved_llm
 from lmrec.utils.io import read_json, write_json
 
 CONFIG_FILE = "config.json"
@@ -99,7 +99,7 @@ class BDLMConfig:
     Attributes
     ----------
     llm:
-        The LLM side (:class:`lmrec.llm.pipeline.LLMRunConfig`): model, device, ``id_tokens``
+        The LLM side (:class:`lmrec.llm.run.LLMRunConfig`): model, device, ``id_tokens``
         (false: text-only prompts, *w/o ET*), training mode, prompts, SFT prompt kinds
         (``examples``), optimiser (``train``: only lr, lr_tokens, weight_decay, warmup_steps,
         grad_clip, max_length, gradient_checkpointing; the schedule is ``joint``'s), and the
@@ -107,7 +107,7 @@ class BDLMConfig:
     domain:
         The domain model (:class:`DomainSpec`).
     joint:
-        The joint trainer (:class:`lmrec.bdlm.trainer.JointConfig`), with lambda as ``lam``.
+        The joint trainer (:class:`lmrec.bdlm.joint.JointConfig`), with lambda as ``lam``.
     cascade:
         The domain side's head (:class:`lmrec.bdlm.cascade.CascadeConfig`).
     cascade_refit:
@@ -127,7 +127,7 @@ class BDLMConfig:
     evaluate:
         Which sides to score: ``llm`` (BDLM-llm), ``drs`` (BDLM-drs).
     preprocess, candidates, data_dir:
-        As for every method (:func:`lmrec.pipeline.prepare`).
+        As for every method (:func:`lmrec.protocol.prepare.prepare`).
     """
 
     llm: LLMRunConfig = field(default_factory=LLMRunConfig)
@@ -235,7 +235,7 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
         on the same users, "train": scalars of the joint training}``; metric keys as everywhere
         (``topk/HR@1``, ``topk/HR@2``, ..., ``interaction/F1``).
     """
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     cfg = config if isinstance(config, BDLMConfig) else from_dict(BDLMConfig, config, "bdlm")
     out = Path(out_dir)
@@ -390,8 +390,8 @@ def _llm_topk_scores(cfg: BDLMConfig, llm, tok, builder, prepared, ids) -> dict:
     cascade's score column, ``valid`` for the listwise refit ({} when nothing does)."""
     from lmrec.bdlm.inference import ScoreTable
     from lmrec.eval.evaluator import score_candidates
-    from lmrec.llm.pipeline import LLMScorer
     from lmrec.llm.prompts import histories
+    from lmrec.llm.run import LLMScorer
 
     wants = set()
     if "topk" in cfg.llm.tasks and ("llm" in cfg.evaluate or cfg.cascade.use_llm_score):

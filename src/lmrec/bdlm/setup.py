@@ -20,7 +20,7 @@ import torch
 from lmrec.bdlm.sharing import SharingModule
 from lmrec.config import to_dict
 from lmrec.errors import ConfigError, DataError
-from lmrec.llm.pipeline import build_llm, saved_llm
+from lmrec.llm.run import build_llm, saved_llm
 from lmrec.utils.io import read_json
 
 
@@ -158,7 +158,7 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
     from lmrec.config import from_dict
     from lmrec.llm.modes import apply_mode
     from lmrec.llm.prompts import PromptBuilder
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
     from lmrec.train.checkpoint import load_weights
     from lmrec.train.loop import latest_checkpoint, load_trainable
     from lmrec.train.run import check_id_maps

@@ -63,17 +63,17 @@ CELL_KINDS: Registry[CellFn] = Registry("cell kind")
 # The LLM side and BDLM add their lines here when their cell functions exist.
 KIND_TARGETS: dict[str, str] = {
     "domain": "lmrec.experiment.cell:run_domain_cell",
-    "llm": "lmrec.bdlm.cells:run_llm_cell",
-    "bdlm": "lmrec.bdlm.cells:run_bdlm_cell",
-    "gpt4sm": "lmrec.bdlm.cells:run_gpt4sm_cell",
+    "llm": "lmrec.experiment.kinds:run_llm_cell",
+    "bdlm": "lmrec.experiment.kinds:run_bdlm_cell",
+    "gpt4sm": "lmrec.experiment.kinds:run_gpt4sm_cell",
 }
 
 # What builds a kind's configs without doing any work (see :func:`check_cell`).
 KIND_CHECKS: dict[str, str] = {
     "domain": "lmrec.experiment.cell:check_domain_cell",
-    "llm": "lmrec.bdlm.cells:check_llm_cell",
-    "bdlm": "lmrec.bdlm.cells:check_bdlm_cell",
-    "gpt4sm": "lmrec.bdlm.cells:check_gpt4sm_cell",
+    "llm": "lmrec.experiment.kinds:check_llm_cell",
+    "bdlm": "lmrec.experiment.kinds:check_bdlm_cell",
+    "gpt4sm": "lmrec.experiment.kinds:check_gpt4sm_cell",
 }
 
 # Config keys that change how a cell runs, not what it computes: a finished cell stays valid.

@@ -8,18 +8,18 @@ Modules, in the order data flows through them:
 - :mod:`~lmrec.llm.templates` / :mod:`~lmrec.llm.prompts`: BDLM Table 2 prompts as data.
 - :mod:`~lmrec.llm.sft`: training prompts, answer-only labels, the collator.
 - :mod:`~lmrec.llm.modes`: full / lora / extra / prompt / none.
-- :mod:`~lmrec.llm.trainer`: the SFT step and the LLM optimiser, run on :mod:`lmrec.train.loop`.
+- :mod:`~lmrec.llm.finetune`: the SFT step and the LLM optimiser, run on :mod:`lmrec.train.loop`.
 - :mod:`~lmrec.llm.scoring`: one-pass candidate scoring, P(Yes), constrained generation.
 - :mod:`~lmrec.llm.features`: h_LLM for the domain side.
-- :mod:`~lmrec.llm.pipeline`: ``llm_train`` / ``llm_evaluate`` (what the CLI calls).
+- :mod:`~lmrec.llm.run`: ``llm_train`` / ``llm_evaluate`` (what the CLI calls).
 - :mod:`~lmrec.llm.baselines`: LLM-Rec, InstructRec, GPT4SM.
 """
 
 from lmrec.llm.features import prompt_features
 from lmrec.llm.modes import ModeConfig, apply_mode
-from lmrec.llm.pipeline import LLMRunConfig, llm_evaluate, llm_train, load_llm_run
 from lmrec.llm.prompts import PromptBuilder, PromptConfig
 from lmrec.llm.resolve import load_llm
+from lmrec.llm.run import LLMRunConfig, llm_evaluate, llm_train, load_llm_run
 from lmrec.llm.scoring import score_continuations, score_token_candidates, score_yes_no
 from lmrec.llm.tokens import IdTokens, add_id_tokens, id_token_rows, preload_id_tokens
 

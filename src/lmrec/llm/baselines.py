@@ -2,7 +2,7 @@
 
 - **LLM-Rec** (Lyu et al. 2023): zero-shot prompting of the instruct model, titles only, in the
   chat template; top-K by the candidates' title likelihood, interaction by P(Yes) vs P(No).
-  A config preset for :func:`lmrec.llm.pipeline.llm_train` with mode ``none``.
+  A config preset for :func:`lmrec.llm.run.llm_train` with mode ``none``.
 - **InstructRec** (Zhang et al. 2023): the same text-only prompts, supervised fine-tuning (LoRA by
   default). Also a preset.
 - **GPT4SM**: frozen LLM features of user text (the titles of the train history) and item text
@@ -43,7 +43,7 @@ PRESETS: dict[str, dict] = {
 
 
 def preset(name: str, overrides: dict | None = None) -> dict:
-    """A baseline's :class:`~lmrec.llm.pipeline.LLMRunConfig` dict, with ``overrides`` merged."""
+    """A baseline's :class:`~lmrec.llm.run.LLMRunConfig` dict, with ``overrides`` merged."""
     if name not in PRESETS:
         raise ConfigError(f"unknown LLM baseline {name!r}; choose one of {', '.join(PRESETS)}")
     out = copy.deepcopy(PRESETS[name])
@@ -197,7 +197,7 @@ def gpt4sm_run(
     The features are saved in ``out_dir/features.safetensors`` and reused when training resumes.
     """
     from lmrec.config import from_dict, to_dict
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
     from lmrec.train.checkpoint import weights_metadata
     from lmrec.train.run import evaluate_model, make_valid_fn, train_summary
     from lmrec.train.trainer import resolve_device, train

@@ -122,7 +122,7 @@ def write_prompts(
 ) -> int:
     """Write the prompts of ``split`` / ``task`` to ``out`` (JSON lines); returns how many."""
     from lmrec.config import from_dict
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     cfg = prompt if isinstance(prompt, PromptConfig) else from_dict(PromptConfig, prompt, "prompt")
     prepared = prepare(dataset, data_dir=data_dir, candidates=candidates or None)

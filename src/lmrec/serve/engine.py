@@ -446,8 +446,8 @@ def _load_bdlm(run: Path, side: str | None, data_dir, batch_size: int) -> Engine
 
 
 def _load_llm(run: Path, retriever, data_dir, batch_size: int) -> Engine:
-    from lmrec.llm.pipeline import _prepare, load_llm_run
     from lmrec.llm.prompts import PromptBuilder
+    from lmrec.llm.run import _prepare, load_llm_run
     from lmrec.models import build_model
     from lmrec.train.run import check_id_maps
 

@@ -87,7 +87,7 @@ def train_run(
         ``train/best_epoch``, ``train/epochs``, ``train/best_valid``.
     """
     from lmrec.models import model_config_class
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     sections = _sections(config or {})
     model_config = model_config if model_config is not None else sections.get("model")
@@ -173,7 +173,7 @@ def load_domain_run(
     rebuilt (or read from the cache) from ``config.json``, and their id maps must equal the
     saved ones, else the weights no longer line up.
     """
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     run_dir = Path(run_dir)
     saved = read_json(run_dir / CONFIG_FILE)

@@ -118,6 +118,7 @@ def test_resume_ends_where_an_uninterrupted_run_ends(split, tmp_path, make_train
     assert _equal(a[0], b[0]) and _equal(a[1], b[1])
     assert torch.equal(full.sides.sharing.users, again.sides.sharing.users)
     assert [h["epoch"] for h in again.history] == [1, 2]
+
     def losses(entry):
         return {k: v for k, v in entry.items() if k != "seconds"}
 
@@ -139,7 +140,7 @@ def test_resume_with_another_config_raises(split, tmp_path, make_trainer):
 
 
 def test_config_validation():
-    from lmrec.bdlm.trainer import JointConfig
+    from lmrec.bdlm.joint import JointConfig
 
     with pytest.raises(ConfigError, match="joint.lam"):
         JointConfig(lam=-1)

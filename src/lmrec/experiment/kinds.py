@@ -5,7 +5,7 @@
     - name: bdlm-llm
       kind: bdlm
       model: smollm2-135m               # the LLM
-      train_config: {lam: 0.1, ...}     # lmrec.bdlm.trainer.JointConfig (seed set per cell)
+      train_config: {lam: 0.1, ...}     # lmrec.bdlm.joint.JointConfig (seed set per cell)
       options:
         side: llm                       # llm (BDLM-llm) or drs (BDLM-drs)
         llm: {...}                      # LLMRunConfig sections (prompt, mode, train, ...)
@@ -21,9 +21,9 @@ same table), so "LightGCN alone" and BDLM's domain side are one model.
 ``gpt4sm``: the GPT4SM baseline (:func:`lmrec.llm.baselines.gpt4sm_run`): ``model`` is the
 frozen LLM, ``model_config`` / ``train_config`` the scorer's and the training loop's configs.
 
-``llm``: one LLM recommender run (:func:`lmrec.llm.pipeline.llm_train`): ``model`` is the LLM,
-``train_config`` its :class:`lmrec.llm.trainer.TrainConfig`, ``options`` the other
-:class:`~lmrec.llm.pipeline.LLMRunConfig` fields (``mode``, ``prompt``, ``id_tokens``, ...).
+``llm``: one LLM recommender run (:func:`lmrec.llm.run.llm_train`): ``model`` is the LLM,
+``train_config`` its :class:`lmrec.llm.finetune.TrainConfig`, ``options`` the other
+:class:`~lmrec.llm.run.LLMRunConfig` fields (``mode``, ``prompt``, ``id_tokens``, ...).
 
 Both functions are found by the runner through :data:`lmrec.experiment.cell.KIND_TARGETS`;
 :func:`register_cell_kinds` adds them to :data:`~lmrec.experiment.cell.CELL_KINDS` for code
@@ -143,7 +143,7 @@ def check_bdlm_cell(cell) -> None:
 
 
 def llm_cell_config(cell) -> dict[str, Any]:
-    """The :class:`~lmrec.llm.pipeline.LLMRunConfig` dict of an ``llm`` cell."""
+    """The :class:`~lmrec.llm.run.LLMRunConfig` dict of an ``llm`` cell."""
     _no_model_config(cell, "llm")
     options = copy.deepcopy(cell.method.options)
     for key in ("model", "train", "preprocess", "candidates", "data_dir"):
@@ -165,16 +165,16 @@ def llm_cell_config(cell) -> dict[str, Any]:
 
 
 def check_llm_cell(cell) -> None:
-    """The :class:`~lmrec.llm.pipeline.LLMRunConfig` an ``llm`` cell builds (no work done)."""
+    """The :class:`~lmrec.llm.run.LLMRunConfig` an ``llm`` cell builds (no work done)."""
     from lmrec.config import from_dict
-    from lmrec.llm.pipeline import LLMRunConfig
+    from lmrec.llm.run import LLMRunConfig
 
     from_dict(LLMRunConfig, llm_cell_config(cell), f"method {cell.method.name}")
 
 
 def run_llm_cell(cell, out_dir: Path) -> dict[str, float]:
-    """The ``llm`` kind: :func:`lmrec.llm.pipeline.llm_train` (which resumes ``out_dir``)."""
-    from lmrec.llm.pipeline import llm_train
+    """The ``llm`` kind: :func:`lmrec.llm.run.llm_train` (which resumes ``out_dir``)."""
+    from lmrec.llm.run import llm_train
 
     return llm_train(cell.dataset, None, out_dir, llm_cell_config(cell))
 

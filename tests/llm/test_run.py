@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 
 from lmrec.config import from_dict
 from lmrec.errors import ConfigError
-from lmrec.llm.pipeline import LLMRunConfig, llm_evaluate, llm_train
+from lmrec.llm.run import LLMRunConfig, llm_evaluate, llm_train
 
 KEYS = [
     "topk/HR@1",

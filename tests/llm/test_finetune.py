@@ -1,12 +1,12 @@
 import pytest
 import torch
 
+from lmrec.llm.finetune import TrainConfig, train_sft
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import Prompt
 from lmrec.llm.resolve import load_llm
 from lmrec.llm.scoring import score_token_candidates
 from lmrec.llm.tokens import add_id_tokens
-from lmrec.llm.trainer import TrainConfig, train_sft
 from lmrec.train.loop import Part, checkpoint_dirs, latest_checkpoint, read_state
 
 EXAMPLES = [

@@ -30,13 +30,13 @@ from safetensors.torch import load_file, save_file
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
 from lmrec.eval.metrics import TOPK_CUTOFFS
+from lmrec.llm.finetune import TrainConfig, train_sft
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import Prompt, PromptBuilder, PromptConfig, histories
 from lmrec.llm.resolve import DEFAULT_LLM, load_llm
 from lmrec.llm.scoring import score_continuations, score_token_candidates, score_yes_no
 from lmrec.llm.sft import ExampleConfig, training_examples
 from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
-from lmrec.llm.trainer import TrainConfig, train_sft
 from lmrec.train.loop import latest_checkpoint, load_trainable
 from lmrec.utils.io import read_json, write_json
 from lmrec.utils.precision import PRECISIONS, resolve_precision, set_precision
@@ -345,7 +345,7 @@ def few_shot_examples(
 
 
 def _prepare(dataset_name: str, cfg: LLMRunConfig):
-    from lmrec.pipeline import prepare
+    from lmrec.protocol.prepare import prepare
 
     return prepare(
         dataset_name,

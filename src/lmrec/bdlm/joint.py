@@ -8,10 +8,10 @@ The two models share no parameter and M is not trained by gradient, so minimisin
 one optimiser step per side on its own part, on the same aligned rows
 (:class:`lmrec.bdlm.aligned.AlignedBatches`):
 
-1. **LLM step**: answer-only cross-entropy of the rows' SFT prompts (:func:`lmrec.llm.trainer.
+1. **LLM step**: answer-only cross-entropy of the rows' SFT prompts (:func:`lmrec.llm.finetune.
    batch_loss`, BDLM eqs. 3-4) + lambda * MSE of its user/item token rows to M (eq. 7); AdamW on
    the parameter groups of :func:`lmrec.llm.modes.param_groups` (new rows at their own rate),
-   linear warm-up and gradient clipping as in :func:`lmrec.llm.trainer.train_sft`. Then the
+   linear warm-up and gradient clipping as in :func:`lmrec.llm.finetune.train_sft`. Then the
    LLM writes its rows of the batch's users and items into M.
 2. **Domain step**: binary cross-entropy of the cascade on (user, positive) / (user, negative)
    with the h_LLM of their interaction prompts (eq. 6; features from the LLM as it is after
@@ -48,12 +48,12 @@ from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
 from lmrec.config import RESUMABLE
 from lmrec.errors import ConfigError, check_ints, check_numbers
+from lmrec.llm.finetune import LLMOptimizer, batch_loss, enable_checkpointing, listwise_loss
+from lmrec.llm.finetune import TrainConfig as LLMTrainConfig
 from lmrec.llm.prompts import PromptBuilder
 from lmrec.llm.scoring import model_device
 from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example
 from lmrec.llm.tokens import IdTokens, id_token_rows
-from lmrec.llm.trainer import LLMOptimizer, batch_loss, enable_checkpointing, listwise_loss
-from lmrec.llm.trainer import TrainConfig as LLMTrainConfig
 from lmrec.train.loop import Loop, Part
 
 # Keys of JointConfig that may change when a run is resumed (they change nothing computed).
@@ -66,7 +66,7 @@ class JointConfig:
 
     The LLM side's optimiser settings (``lr``, ``lr_tokens``, ``weight_decay``,
     ``warmup_steps``, ``grad_clip``, ``max_length``, ``gradient_checkpointing``) are those of the
-    LLM config's ``train`` section (:class:`lmrec.llm.trainer.TrainConfig`).
+    LLM config's ``train`` section (:class:`lmrec.llm.finetune.TrainConfig`).
 
     Attributes
     ----------
@@ -108,7 +108,7 @@ class JointConfig:
         target in epoch e: the test task's shape).
     listwise_weight:
         Weight of the listwise loss over the top-K prompts' candidate item-token logits
-        (:func:`lmrec.llm.trainer.listwise_loss`) added to the SFT loss; 0 leaves SFT alone.
+        (:func:`lmrec.llm.finetune.listwise_loss`) added to the SFT loss; 0 leaves SFT alone.
     progress:
         Show a tqdm bar.
     """
