@@ -6,13 +6,13 @@ import pytest
 from lmrec.eval.significance import RANKS_FILE, write_ranks
 from lmrec.experiment.cell import RUN_DIR
 from lmrec.experiment.config import experiment_from_dict
+from lmrec.experiment.grid import cell_dir, expand
 from lmrec.experiment.paired import (
     DOMAIN_RANKS_FILE,
     collect_ranks,
     paired_markdown,
     paired_results,
 )
-from lmrec.experiment.runner import cell_dir, expand
 
 
 def _config(reference=None):

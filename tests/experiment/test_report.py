@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from lmrec.experiment.report import mean_std, plot_ablation, plot_lambda_curve
+from lmrec.experiment.charts import plot_ablation, plot_lambda_curve
+from lmrec.experiment.results import mean_std
 from lmrec.experiment.runner import run_experiment
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -92,7 +93,7 @@ def test_charts_are_png(finished, tmp_path):
 
 
 def test_same_users_table_pairs_a_method_with_its_domain_model():
-    from lmrec.experiment.report import same_users_markdown
+    from lmrec.experiment.tables import same_users_markdown
 
     def agg(v):
         return {"mean": v, "std": None, "n": 1}
@@ -113,3 +114,31 @@ def test_same_users_table_pairs_a_method_with_its_domain_model():
     assert "LightGCN" not in text  # no domain/ keys: not a pair
     del results["metrics"]["toy"]["drs"]["domain/topk/HR@1"]
     assert same_users_markdown(results) is None
+
+
+def test_the_protocol_text_reads_the_candidate_counts_from_the_config():
+    from lmrec.experiment.tables import protocol_section
+
+    results = {
+        "config": {"candidates": {"sampler": "popularity", "n_negatives": 9}},
+        "seeds": [0],
+        "protocol": {"toy": {"candidate_hashes": 1}},
+    }
+    text = protocol_section(results)
+    assert "the test item + 9 negatives" in text and "19" not in text
+    assert "sampler `popularity`" in text
+
+
+def test_the_paper_table_is_data_and_fills_our_column_by_label():
+    from lmrec.experiment.paper import PaperTable
+    from lmrec.experiment.tables import paper_markdown
+
+    paper = PaperTable("T", "toy", "a setting", ("topk/HR@1",), {"MF": (0.5,), "X": (0.1,)})
+    results = {
+        "datasets": [{"name": "toy", "label": "toy"}],
+        "methods": [{"name": "mf", "label": "MF", "kind": "domain"}],
+        "metrics": {"toy": {"mf": {"topk/HR@1": {"mean": 0.25, "std": None, "n": 1}}}},
+    }
+    text = paper_markdown(results, paper)
+    assert "| MF | 0.500 / 0.250 |" in text and "| X | 0.100 / – |" in text
+    assert "The paper: a setting." in text

@@ -31,6 +31,7 @@ from lmrec.eval.significance import (
 )
 from lmrec.experiment.cell import RUN_DIR
 from lmrec.experiment.config import ExperimentConfig
+from lmrec.experiment.grid import cell_dir, expand
 from lmrec.report import markdown_table
 
 DOMAIN_SUFFIX = " · domain alone"
@@ -40,7 +41,6 @@ Ranks = dict[tuple[int, int], int]  # (seed, user) -> rank of the positive
 
 def collect_ranks(cfg: ExperimentConfig, out: Path) -> dict[str, dict[str, Ranks]]:
     """``{dataset label: {row name: {(seed, user): rank}}}`` from the finished cells' files."""
-    from lmrec.experiment.runner import cell_dir, expand
 
     found: dict[str, dict[str, Ranks]] = {}
     for cell in expand(cfg):

@@ -18,9 +18,7 @@ crash, a leak or a global torch setting cannot carry over to the next cell.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import fcntl
-import fnmatch
 import os
 import subprocess
 import time
@@ -60,72 +58,17 @@ from lmrec.experiment.cell import (
     target_of,
 )
 from lmrec.experiment.config import ExperimentConfig, experiment_from_dict, load_experiment
+from lmrec.experiment.grid import CELLS_DIR, cell_dir, expand, select_cells
+from lmrec.experiment.paired import paired_markdown
+from lmrec.experiment.report import write_report
+from lmrec.experiment.tables import same_users_markdown, table3_rich
 from lmrec.utils.io import read_json, write_json
 
 __all__ = ["CELL_KINDS", "KIND_TARGETS", "expand", "run_experiment", "select_cells"]
 
-CELLS_DIR = "cells"
 EXPERIMENT_FILE = "experiment.json"
 LOCK_FILE = ".lock"
 LOG_TAIL = 2000  # characters of a failed isolated cell's log quoted in the error
-
-
-def expand(cfg: ExperimentConfig) -> list[Cell]:
-    """Every (dataset, method, seed) cell of ``cfg``, datasets outermost, seeds innermost.
-
-    The seed goes into ``train_config["seed"]`` (and ``candidates["seed"]`` when
-    ``cfg.seed_candidates``); a dataset's ``preprocess`` overrides the experiment's, and a
-    method's ``per_dataset`` settings are merged in for their dataset.
-    """
-    cells = []
-    for ds in cfg.datasets:
-        preprocess = {**cfg.preprocess, **ds.preprocess}
-        for method in cfg.methods:
-            method = method.for_dataset(ds.label)
-            for seed in cfg.seeds:
-                candidates = dict(cfg.candidates)
-                if cfg.seed_candidates:
-                    candidates["seed"] = seed
-                m = dataclasses.replace(method, train_config={**method.train_config, "seed": seed})
-                cells.append(Cell(ds.name, ds.label, m, seed, preprocess, candidates, ds.data_dir))
-    return cells
-
-
-def select_cells(cells: Sequence[Cell], only: str | Sequence[str] | None) -> list[Cell]:
-    """The cells whose id (``dataset/method/seed-s``) matches one of the ``only`` patterns.
-
-    A pattern is a glob over the id (``*/sasrec/*``), a leading part of it (``ml-100k/mf``), or
-    a glob over one dataset label, method name or method label (``ml-1m``, ``sasrec``,
-    ``BDLM-*``). ``None`` selects every cell; a pattern matching none raises.
-    """
-    if only is None:
-        return list(cells)
-    patterns = [only] if isinstance(only, str) else list(only)
-    chosen = []
-    for cell in cells:
-        if any(_matches(cell, p) for p in patterns):
-            chosen.append(cell)
-    unmatched = [p for p in patterns if not any(_matches(c, p) for c in cells)]
-    if unmatched:
-        ids = ", ".join(c.id for c in cells[:6]) + (", ..." if len(cells) > 6 else "")
-        raise ConfigError(
-            f"only: {', '.join(unmatched)} matches no cell; cell ids look like {ids}, and "
-            "a dataset label, method name or method label alone selects its cells"
-        )
-    return chosen
-
-
-def _matches(cell: Cell, pattern: str) -> bool:
-    pattern = pattern.strip("/")
-    if fnmatch.fnmatchcase(cell.id, pattern) or cell.id.startswith(pattern + "/"):
-        return True
-    names = (cell.dataset_label, cell.method.name, cell.method.label)
-    return "/" not in pattern and any(fnmatch.fnmatchcase(n, pattern) for n in names)
-
-
-def cell_dir(out: Path, cell: Cell) -> Path:
-    """The folder of ``cell`` under the experiment folder ``out``."""
-    return Path(out) / CELLS_DIR / cell.id
 
 
 def run_experiment(
@@ -200,7 +143,6 @@ def run_experiment(
 def _run(
     cfg: ExperimentConfig, out: Path, chosen: list[Cell], source: str | None, console: Console
 ) -> Path:
-    from lmrec.experiment.report import same_users_markdown, table3_rich, write_report
 
     write_json(out / EXPERIMENT_FILE, {"source": source, "config": to_dict(cfg)})
 
@@ -244,8 +186,6 @@ def _run(
         console.print(Markdown(same))
     if results.get("paired"):
         from rich.markdown import Markdown
-
-        from lmrec.experiment.paired import paired_markdown
 
         console.print("HR@1 with 95% intervals, paired against the reference on the same users:")
         console.print(Markdown(paired_markdown(cfg, results["paired"])))
