@@ -3,7 +3,7 @@ import torch
 
 from lmrec.config import from_dict
 from lmrec.errors import ConfigError
-from lmrec.llm.baselines import GPT4SM, GPT4SMConfig, preset, text_features, user_texts
+from lmrec.llm.baselines import preset, text_features, user_texts
 from lmrec.llm.run import LLMRunConfig
 
 
@@ -15,31 +15,6 @@ def test_presets_are_valid_text_only_configs():
     assert instruct.mode.mode == "lora" and instruct.mode.lora_r == 4
     with pytest.raises(ConfigError, match="unknown LLM baseline"):
         preset("gpt5rec")
-
-
-def test_gpt4sm_scores_candidates_and_all_items_alike_and_learns():
-    torch.manual_seed(0)
-    users, items = torch.randn(4, 12), torch.randn(6, 12)
-    model = GPT4SM(users, items, GPT4SMConfig(dim=8, hidden=8, dropout=0.0))
-    u = torch.tensor([0, 3])
-    cands = torch.tensor([[5, 1, 2], [0, 4, 3]])
-    full = model.full_scores(u)
-    assert full.shape == (2, 6)
-    assert torch.allclose(model.score(u, cands), torch.gather(full, 1, cands), atol=1e-6)
-    batch = {
-        "users": torch.tensor([0, 0, 1, 1]),
-        "items": torch.tensor([1, 2, 1, 2]),
-        "labels": torch.tensor([1.0, 0.0, 0.0, 1.0]),
-    }
-    opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    first = model.loss(batch).item()
-    for _ in range(30):
-        opt.zero_grad()
-        model.loss(batch).backward()
-        opt.step()
-    assert model.loss(batch).item() < first / 2
-    # the features stay frozen (buffers, not parameters)
-    assert all("feats" not in n for n, _ in model.named_parameters())
 
 
 def test_user_texts_and_text_features(tiny, split):

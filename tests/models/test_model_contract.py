@@ -37,7 +37,17 @@ SETUP: dict[str, tuple[dict, float, int]] = {
         0.005,
         200,
     ),
+    # built from features (an LLM's, in real runs): here one-hot rows, so ids are all it knows
+    "gpt4sm": ({"dim": 8, "hidden": 16, "dropout": 0.0}, 0.01, 150),
 }
+
+
+def model_inputs(name: str) -> dict[str, torch.Tensor]:
+    """The tensors a model is built from besides its config (``ModelEntry.inputs``)."""
+    if not MODELS.get(name).inputs:
+        return {}
+    one_hot = torch.eye(CF_USERS + CF_ITEMS)
+    return {"user_feats": one_hot[:CF_USERS], "item_feats": one_hot[CF_USERS:]}
 
 
 # --- block data for CF models ----------------------------------------------------------------
@@ -123,7 +133,7 @@ def make(name: str):
         model.prepare(np.repeat(np.arange(SEQ_USERS), [len(s) for s in seqs]), np.concatenate(seqs))
         return model, seq_batch
     users, items, _ = block_data()
-    model = build_model(name, CF_USERS, CF_ITEMS, config)
+    model = build_model(name, CF_USERS, CF_ITEMS, config, **model_inputs(name))
     model.prepare(users, items)
     kind = model.batch_kind
     return model, lambda rng: cf_batch(kind, rng)

@@ -11,10 +11,11 @@ from lmrec.errors import ConfigError
 from lmrec.models import MODELS, Recommender, build_model, model_config_class
 
 ALL = ["bert4rec", "gmf", "gru4rec", "lightgcn", "mf", "neumf", "popularity", "sasrec"]
+FROM_FEATURES = ["gpt4sm"]  # built from an LLM's features, not from ids alone
 
 
 def test_all_models_are_registered_with_a_dataclass_config():
-    assert MODELS.names() == ALL
+    assert MODELS.names() == sorted(ALL + FROM_FEATURES)
     for name in ALL:
         assert dataclasses.is_dataclass(model_config_class(name))
         model = build_model(name, 3, 5)
@@ -61,3 +62,14 @@ def test_a_config_instance_is_accepted():
 def test_duplicate_registration_is_rejected():
     with pytest.raises(ValueError, match="already registered"):
         MODELS.add("mf", MODELS.get("mf"))
+
+
+def test_a_model_built_from_features_says_so_when_they_are_missing():
+    with pytest.raises(ConfigError, match="gpt4sm.*user_feats, item_feats.*kind 'gpt4sm'"):
+        build_model("gpt4sm", 3, 5)
+    import torch
+
+    model = build_model(
+        "gpt4sm", 3, 5, {"dim": 4}, user_feats=torch.randn(3, 6), item_feats=torch.randn(5, 6)
+    )
+    assert model.user_item_embeddings()[1].shape == (5, 4)

@@ -183,7 +183,8 @@ def check_gpt4sm_cell(cell) -> None:
     """The scorer's and the training loop's configs of a ``gpt4sm`` cell (no work done)."""
     from lmrec.config import from_dict
     from lmrec.experiment.cell import no_options
-    from lmrec.llm.baselines import GPT4SMConfig, gpt4sm_train_config
+    from lmrec.llm.baselines import gpt4sm_train_config
+    from lmrec.models.gpt4sm import GPT4SMConfig
 
     no_options(cell, "gpt4sm")
     where = f"method {cell.method.name!r}"
@@ -193,7 +194,7 @@ def check_gpt4sm_cell(cell) -> None:
 
 def run_gpt4sm_cell(cell, out_dir: Path) -> dict[str, float]:
     """The ``gpt4sm`` kind: :func:`lmrec.llm.baselines.gpt4sm_run` with ``model`` as the frozen
-    LLM, ``model_config`` the scorer's :class:`~lmrec.llm.baselines.GPT4SMConfig` and
+    LLM, ``model_config`` the scorer's :class:`~lmrec.models.gpt4sm.GPT4SMConfig` and
     ``train_config`` the shared loop's :class:`lmrec.train.TrainConfig`."""
     from lmrec.experiment.cell import no_options
     from lmrec.llm.baselines import gpt4sm_run

@@ -15,16 +15,14 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
-from torch import Tensor, nn
+from torch import Tensor
 
 from lmrec.errors import ConfigError
-from lmrec.models.base import Recommender
+from lmrec.models import build_model
 
 TEXT_PROMPTS = {"topk": "text-topk", "interaction": "text-interaction"}
 
@@ -56,66 +54,6 @@ def preset(name: str, overrides: dict | None = None) -> dict:
 
 
 # ---------------------------------------------------------------- GPT4SM
-
-
-@dataclass
-class GPT4SMConfig:
-    """GPT4SM scorer: widths of the projected features and of the MLP's hidden layer."""
-
-    dim: int = 64
-    hidden: int = 64
-    dropout: float = 0.1
-
-    def __post_init__(self) -> None:
-        if self.dim < 1 or self.hidden < 1 or not 0 <= self.dropout < 1:
-            raise ConfigError("gpt4sm.dim and gpt4sm.hidden must be >= 1, dropout in [0, 1)")
-
-
-class GPT4SM(Recommender):
-    """score(u, i) = w . relu(A [P f_u ; Q f_i] + b) + c with frozen LLM features f_u, f_i.
-
-    The first layer is applied to the two halves separately (``A = [A_u, A_i]``), so scoring all
-    items for a batch of users costs (B, n_items, hidden), never (B, n_items, 2 * width).
-    """
-
-    batch_kind = "pointwise"
-
-    def __init__(self, user_feats: Tensor, item_feats: Tensor, config: GPT4SMConfig | None = None):
-        super().__init__(user_feats.shape[0], item_feats.shape[0])
-        self.config = config or GPT4SMConfig()
-        d, h = self.config.dim, self.config.hidden
-        # features are standardised once: LLM hidden states have a few huge dimensions
-        feats = torch.cat([user_feats, item_feats]).float()
-        mean, std = feats.mean(0), feats.std(0).clamp_min(1e-6)
-        self.register_buffer("user_feats", (user_feats.float() - mean) / std)
-        self.register_buffer("item_feats", (item_feats.float() - mean) / std)
-        self.user_proj = nn.Linear(user_feats.shape[1], d)
-        self.item_proj = nn.Linear(item_feats.shape[1], d)
-        self.first_user = nn.Linear(d, h)
-        self.first_item = nn.Linear(d, h, bias=False)
-        self.out = nn.Linear(h, 1)
-        self.drop = nn.Dropout(self.config.dropout)
-
-    def _halves(self, users: Tensor, items: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        u = self.first_user(self.drop(self.user_proj(self.user_feats[users])))  # (B, h)
-        feats = self.item_feats if items is None else self.item_feats[items]
-        i = self.first_item(self.drop(self.item_proj(feats)))  # (n or B.., h)
-        return u, i
-
-    def score(self, users: Tensor, items: Tensor, history: Tensor | None = None) -> Tensor:
-        u, i = self._halves(users, items)  # (B, h), (B, C, h)
-        return self.out(F.relu(u.unsqueeze(1) + i)).squeeze(-1)
-
-    def full_scores(self, users: Tensor, history: Tensor | None = None) -> Tensor:
-        u, i = self._halves(users)  # (B, h), (n_items, h)
-        return self.out(F.relu(u.unsqueeze(1) + i.unsqueeze(0))).squeeze(-1)
-
-    def loss(self, batch: dict[str, Tensor]) -> Tensor:
-        logits = self.score(batch["users"], batch["items"].unsqueeze(1)).squeeze(1)
-        return F.binary_cross_entropy_with_logits(logits, batch["labels"].float())
-
-    def user_item_embeddings(self) -> tuple[Tensor | None, Tensor]:
-        return self.user_proj(self.user_feats), self.item_proj(self.item_feats)
 
 
 def user_texts(split, titles: list[str], max_history: int = 10) -> list[str]:
@@ -159,7 +97,7 @@ def gpt4sm_features(llm: str, prepared) -> tuple[Tensor, Tensor]:
     lm, tok = load_llm(llm)
     # the key names the weights actually loaded (a name alone can resolve to other weights or
     # another tokenizer), the tokenizer and every text
-    checksum = float(lm.get_input_embeddings().weight.double().sum())
+    checksum = float(lm.get_input_embeddings().weight.detach().double().sum())
     ident = [llm, lm.config.to_json_string(), len(tok), checksum]
     digest = hashlib.sha256(json.dumps([ident, users, items]).encode()).hexdigest()[:16]
     path = cache_dir("gpt4sm") / f"{digest}.safetensors"
@@ -196,7 +134,7 @@ def gpt4sm_run(
 
     The features are saved in ``out_dir/features.safetensors`` and reused when training resumes.
     """
-    from lmrec.config import from_dict, to_dict
+    from lmrec.config import to_dict
     from lmrec.protocol.prepare import prepare
     from lmrec.train.checkpoint import weights_metadata
     from lmrec.train.run import evaluate_model, make_valid_fn, train_summary
@@ -221,7 +159,7 @@ def gpt4sm_run(
         out.mkdir(parents=True, exist_ok=True)
         save_file({"users": uf, "items": itf}, str(feats_path), metadata=source)
     torch.manual_seed(cfg.seed)
-    model = GPT4SM(uf, itf, from_dict(GPT4SMConfig, model_config, "gpt4sm"))
+    model = build_model("gpt4sm", len(uf), len(itf), model_config, user_feats=uf, item_feats=itf)
     device = resolve_device(cfg.device)
     model.to(device)
     write_json(

@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from lmrec.config import from_dict
+from lmrec.errors import ConfigError
 from lmrec.models.base import Recommender
 from lmrec.models.bert4rec import BERT4Rec, BERT4RecConfig
 from lmrec.models.gmf import GMF, GMFConfig
+from lmrec.models.gpt4sm import GPT4SM, GPT4SMConfig
 from lmrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from lmrec.models.lightgcn import LightGCN, LightGCNConfig
 from lmrec.models.mf import MF, MFConfig
@@ -34,6 +36,9 @@ class ModelEntry:
 
     model: type[Recommender]
     config: type
+    # tensors the model is built from besides its config (GPT4SM: an LLM's features), passed
+    # to build_model by name; models with inputs cannot be trained by `lmrec train` alone
+    inputs: tuple[str, ...] = ()
 
 
 MODELS: Registry[ModelEntry] = Registry("model")
@@ -45,6 +50,7 @@ MODELS.add("lightgcn", ModelEntry(LightGCN, LightGCNConfig))
 MODELS.add("sasrec", ModelEntry(SASRec, SASRecConfig))
 MODELS.add("gru4rec", ModelEntry(GRU4Rec, GRU4RecConfig))
 MODELS.add("bert4rec", ModelEntry(BERT4Rec, BERT4RecConfig))
+MODELS.add("gpt4sm", ModelEntry(GPT4SM, GPT4SMConfig, inputs=("user_feats", "item_feats")))
 
 
 def model_config_class(name: str) -> type:
@@ -53,7 +59,11 @@ def model_config_class(name: str) -> type:
 
 
 def build_model(
-    name: str, n_users: int, n_items: int, config: dict[str, Any] | Any | None = None
+    name: str,
+    n_users: int,
+    n_items: int,
+    config: dict[str, Any] | Any | None = None,
+    **inputs: Any,
 ) -> Recommender:
     """Build registered model ``name`` for ``n_users`` users and ``n_items`` items.
 
@@ -67,8 +77,17 @@ def build_model(
         A dict of config fields (missing ones take their defaults; unknown keys raise
         :class:`~lmrec.errors.ConfigError` naming the key), an instance of the model's config
         class, or None for all defaults.
+    inputs:
+        The tensors a model is built from besides its config (``ModelEntry.inputs``).
     """
     entry = MODELS.get(name)
+    if set(inputs) != set(entry.inputs):
+        if entry.inputs and not inputs:
+            raise ConfigError(
+                f"model {name!r} is built from {', '.join(entry.inputs)} (an LLM's features), "
+                "not from ids alone: run it as an experiment cell of kind 'gpt4sm'"
+            )
+        raise TypeError(f"model {name!r} takes inputs {entry.inputs}, got {tuple(inputs)}")
     if dataclasses.is_dataclass(config) and not isinstance(config, type):
         if not isinstance(config, entry.config):
             raise TypeError(
@@ -79,7 +98,7 @@ def build_model(
         cfg = from_dict(entry.config, config, where=f"model.{name}")
     if n_users < 1 or n_items < 1:
         raise ValueError(f"need at least one user and one item, got {n_users} and {n_items}")
-    return entry.model(n_users, n_items, cfg)
+    return entry.model(n_users, n_items, cfg, **inputs)
 
 
 __all__ = [
@@ -87,6 +106,8 @@ __all__ = [
     "BERT4RecConfig",
     "GMF",
     "GMFConfig",
+    "GPT4SM",
+    "GPT4SMConfig",
     "GRU4Rec",
     "GRU4RecConfig",
     "LightGCN",
