@@ -65,7 +65,7 @@ def _tiny(name: str) -> dict:
 
 
 @pytest.mark.slow
-def test_ablation_config_runs_end_to_end(tmp_path):
+def test_ablation_config_runs_end_to_end(tmp_path, metrics_from_ranks):
     torch.set_num_threads(2)
     data = _tiny("bdlm_ablation.yaml")
     cfg = experiment_from_dict(data)
@@ -74,7 +74,10 @@ def test_ablation_config_runs_end_to_end(tmp_path):
     assert {c["status"] for c in results["cells"]} == {"finished"}
     by = results["metrics"]["ml-100k"]
     for name in data["ablation"]["methods"] + ["bdlm-ncf-llm", "bdlm-ncf-drs"]:
-        assert 0.0 <= by[name]["topk/HR@1"]["mean"] <= 1.0, name
+        cell = tmp_path / "cells" / "ml-100k" / name / "seed-0"
+        metrics = json.loads((cell / "metrics.json").read_text())
+        assert by[name]["topk/HR@1"]["mean"] == metrics["topk/HR@1"], name  # one seed
+        metrics_from_ranks(metrics, cell / "run" / "topk_ranks.json")
     # w/o ET has no ID tokens; w/o PE starts from random rows; both pre-load nothing.
     shared = {json.loads((p / "preload.json").read_text()).get("init") for p in
               (tmp_path / "cells" / "ml-100k" / "_bdlm").iterdir()}  # fmt: skip

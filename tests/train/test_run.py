@@ -30,7 +30,9 @@ def toy(tmp_path, monkeypatch):
     return f"json:{tmp_path}/toy"
 
 
-def test_train_run_writes_the_run_folder_and_evaluate_run_reproduces_it(toy, tmp_path):
+def test_train_run_writes_the_run_folder_and_evaluate_run_reproduces_it(
+    toy, tmp_path, metrics_from_ranks
+):
     out = tmp_path / "run"
     metrics = train_run("mf", toy, out_dir=out, train_config=FAST, candidates=CANDIDATES)
     for name in ("config.json", "user_ids.json", "item_ids.json", "protocol.json",
@@ -38,10 +40,14 @@ def test_train_run_writes_the_run_folder_and_evaluate_run_reproduces_it(toy, tmp
         assert (out / name).is_file(), name
     assert (latest_checkpoint(out) / "model" / "model.safetensors").is_file()
     assert json.loads((out / "metrics.json").read_text()) == metrics
-    for key in ("topk/HR@1", "topk/HR@2", "topk/NDCG@20", "interaction/precision",
-                "interaction/recall", "interaction/F1", "interaction/AUC", "full/HR@10",
-                "full/NDCG@10", "full/Recall@10"):  # fmt: skip
-        assert 0.0 <= metrics[key] <= 1.0, key
+    metrics_from_ranks(metrics, out / "topk_ranks.json", 40)  # the toy set's 40 users
+    for key in ("interaction/precision", "interaction/recall", "interaction/F1",
+                "interaction/AUC", "full/HR@10", "full/NDCG@10", "full/Recall@10"):  # fmt: skip
+        assert key in metrics, key
+    p, r = metrics["interaction/precision"], metrics["interaction/recall"]
+    assert metrics["interaction/F1"] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
+    # one positive per user: Recall@10 over all items is HR@10
+    assert metrics["full/Recall@10"] == pytest.approx(metrics["full/HR@10"])
     assert metrics["train/epochs"] == 2
     saved = json.loads((out / "config.json").read_text())
     assert saved["model"] == "mf" and saved["dataset"] == toy

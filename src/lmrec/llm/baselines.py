@@ -135,6 +135,7 @@ def gpt4sm_run(
     The features are saved in ``out_dir/features.safetensors`` and reused when training resumes.
     """
     from lmrec.config import to_dict
+    from lmrec.eval.significance import RANKS_FILE
     from lmrec.protocol.prepare import prepare
     from lmrec.train.checkpoint import weights_metadata
     from lmrec.train.run import evaluate_model, make_valid_fn, train_summary
@@ -177,7 +178,9 @@ def gpt4sm_run(
     result = train(
         model, prepared.split, cfg, out, make_valid_fn(prepared.split, prepared.sets, cfg, device)
     )
-    metrics = evaluate_model(model, prepared.split, prepared.sets, progress=cfg.progress)
+    metrics = evaluate_model(
+        model, prepared.split, prepared.sets, progress=cfg.progress, ranks_to=out / RANKS_FILE
+    )
     metrics.update(train_summary(result.best_epoch, result.epochs, result.best_metric))
     write_json(out / "metrics.json", metrics)
     return metrics
