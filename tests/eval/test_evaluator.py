@@ -11,6 +11,7 @@ from lmrec.data.interactions import Dataset, IdMap
 from lmrec.eval.evaluator import (
     choose_threshold,
     evaluate_candidate_sets,
+    everywhere,
     full_ranking_metrics,
     interaction_metrics,
     score_candidates,
@@ -157,7 +158,7 @@ def test_evaluate_candidate_sets_perfect_scorer():
     def score_fn(users, items):
         return (items < 100).astype(float)
 
-    got = evaluate_candidate_sets(score_fn, sets, progress=False)
+    got = evaluate_candidate_sets(everywhere(score_fn), sets, progress=False)
     assert got["topk/HR@1"] == got["topk/HR@2"] == got["topk/NDCG@20"] == got["topk/MRR"] == 1.0
     assert got["interaction/precision"] == got["interaction/recall"] == 1.0
     assert got["interaction/F1"] == got["interaction/AUC"] == 1.0
@@ -168,12 +169,12 @@ def test_evaluate_candidate_sets_needs_validation_and_consistent_keys():
     sets = interaction_sets()
     del sets[("interaction", "valid")]
     with pytest.raises(ValueError, match="chosen on validation"):
-        evaluate_candidate_sets(lambda u, i: i * 1.0, sets, progress=False)
+        evaluate_candidate_sets(everywhere(lambda u, i: i * 1.0), sets, progress=False)
     with pytest.raises(ValueError, match="no test candidate set"):
-        evaluate_candidate_sets(lambda u, i: i * 1.0, {}, progress=False)
+        evaluate_candidate_sets(everywhere(lambda u, i: i * 1.0), {}, progress=False)
     wrong = {("topk", "test"): make_set("topk", "valid", [0], [[1, 2]])}
     with pytest.raises(ValueError, match="stage='valid'"):
-        evaluate_candidate_sets(lambda u, i: i * 1.0, wrong, progress=False)
+        evaluate_candidate_sets(everywhere(lambda u, i: i * 1.0), wrong, progress=False)
 
 
 # --- full ranking ------------------------------------------------------------------------
@@ -267,7 +268,7 @@ def test_popularity_known_answer():
             "interaction", "test", [0, 1, 2], [[5, 6], [3, 7], [4, 2]]
         ),
     }
-    got = evaluate_candidate_sets(score_fn, sets, progress=False)
+    got = evaluate_candidate_sets(everywhere(score_fn), sets, progress=False)
     # top-K positives score 0, 1, 0 against (1, 0), (0, 0), (1, 0): pessimistic ranks 3, 1, 3
     assert got["topk/HR@1"] == pytest.approx(1 / 3)
     assert got["topk/HR@2"] == pytest.approx(1 / 3)
@@ -289,3 +290,32 @@ def test_popularity_known_answer():
     assert full["NDCG@5"] == pytest.approx((2 / math.log2(6) + 1) / 3)
     full2 = full_ranking_metrics(lambda u: np.tile(counts, (len(u), 1)), split, k=2, progress=False)
     assert full2 == pytest.approx({"HR@2": 1 / 3, "NDCG@2": 1 / 3, "Recall@2": 1 / 3})
+
+
+def test_the_one_evaluator_scores_each_stage_with_its_own_scorer_and_writes_the_ranks(tmp_path):
+    from lmrec.eval.significance import read_ranks
+
+    users = np.arange(4)
+    sets = {
+        ("topk", "test"): make_set("topk", "test", users, np.c_[users, 10 + users, 20 + users]),
+        ("interaction", "valid"): make_set("interaction", "valid", users, np.c_[users, 30 + users]),
+        ("interaction", "test"): make_set("interaction", "test", users, np.c_[users, 40 + users]),
+    }
+    seen = []
+
+    def scorer(stage, task):
+        seen.append((stage, task))
+        # right on test, exactly wrong on validation
+        good = stage == "test"
+        return lambda u, i: ((i < 10) == good).astype(float)
+
+    got = evaluate_candidate_sets(scorer, sets, progress=False, ranks_to=tmp_path / "r.json")
+    assert sorted(seen) == [("test", "interaction"), ("test", "topk"), ("valid", "interaction")]
+    assert got["topk/HR@1"] == 1.0 and got["eval/users"] == 4.0
+    assert read_ranks(tmp_path / "r.json") == {0: 1, 1: 1, 2: 1, 3: 1}
+    # the first 2 users only, and top-K scores handed in are used as they are
+    cut = evaluate_candidate_sets(
+        scorer, sets, tasks=["topk"], limit=2, progress=False,
+        topk_scores=np.array([[0.0, 1.0, 2.0], [3.0, 2.0, 1.0]]),
+    )  # fmt: skip
+    assert cut["topk/HR@1"] == 0.5 and cut["eval/users"] == 2.0 and "interaction/F1" not in cut

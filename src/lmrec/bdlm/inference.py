@@ -14,7 +14,7 @@
 Both use the same rows of the same candidate sets (the first ``limit`` users of each set when
 ``limit`` > 0, as ``evaluate_llm``'s ``eval_limit``), the same metric keys as every other
 method (``topk/HR@1`` ... ``interaction/F1``), and the interaction threshold chosen on the
-validation set. :func:`evaluate_candidates` also scores the domain model alone on those rows, so
+validation set. :func:`evaluate_domain` also scores the domain model alone on those rows, so
 "BDLM-drs vs its own domain model" is compared on identical users.
 """
 
@@ -28,60 +28,11 @@ import torch
 
 from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.features import FeatureCache
-from lmrec.eval.metrics import TOPK_CUTOFFS
-from lmrec.eval.significance import save_ranks
+from lmrec.eval.evaluator import evaluate_candidate_sets
 from lmrec.llm.prompts import PromptBuilder, histories
 from lmrec.models.base import Recommender
-from lmrec.protocol.candidates import CandidateSet
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], np.ndarray]
-
-
-def evaluate_candidates(
-    scorer: Callable[[str, str], ScoreFn],
-    sets: Mapping[tuple[str, str], CandidateSet],
-    *,
-    tasks: tuple[str, ...] = ("topk", "interaction"),
-    limit: int = 0,
-    batch_size: int = 8,
-    progress: bool = True,
-    ranks_to: Path | None = None,
-) -> dict[str, float]:
-    """Top-K (test) and interaction (threshold on valid, scored on test) metrics.
-
-    ``ranks_to``: also write the test users' top-K ranks there.
-
-    ``scorer(stage, task)`` returns the ``score_fn(users, items)`` of that stage and task
-    (prompts show the history before the stage).
-    """
-    from lmrec.eval.evaluator import (
-        choose_threshold,
-        interaction_metrics,
-        score_candidates,
-        topk_metrics,
-    )
-
-    out: dict[str, float] = {}
-    if "topk" in tasks:
-        cands = sets[("topk", "test")].head(limit)
-        scores = score_candidates(scorer("test", "topk"), cands, batch_size, progress)
-        topk = topk_metrics(scores, cands.labels, TOPK_CUTOFFS)
-        out.update({f"topk/{k}": v for k, v in topk.items()})
-        if ranks_to is not None:
-            save_ranks(ranks_to, cands, scores)
-        out["eval/users"] = float(len(cands.users))
-    if "interaction" in tasks:
-        valid = sets[("interaction", "valid")].head(limit)
-        threshold = choose_threshold(
-            score_candidates(scorer("valid", "interaction"), valid, batch_size, progress),
-            valid.labels,
-        )
-        test = sets[("interaction", "test")].head(limit)
-        scores = score_candidates(scorer("test", "interaction"), test, batch_size, progress)
-        inter = interaction_metrics(scores, test.labels, threshold)
-        out.update({f"interaction/{k}": v for k, v in inter.items()})
-        out["interaction/threshold"] = threshold
-    return out
 
 
 class CascadeScorer:
@@ -193,7 +144,7 @@ def evaluate_cascade(
         table = (llm_scores or {}).get(stage) if task == "topk" else None
         return CascadeScorer(cascade, llm, tokenizer, builder, hist, cache, table)
 
-    return evaluate_candidates(
+    return evaluate_candidate_sets(
         scorer,
         prepared.sets,
         tasks=tasks,
@@ -227,7 +178,7 @@ def evaluate_domain(
         it = torch.as_tensor(items, dtype=torch.long, device=device)
         return model.score(u, it).float().cpu().numpy()
 
-    return evaluate_candidates(
+    return evaluate_candidate_sets(
         lambda stage, task: score,
         prepared.sets,
         tasks=tasks,

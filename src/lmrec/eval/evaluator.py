@@ -17,11 +17,13 @@ and the rest) are those of :mod:`lmrec.eval.metrics`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from lmrec.eval.metrics import (
+    TOPK_CUTOFFS,
     ArrayLike,
     _check_labels,
     _check_scores,
@@ -38,6 +40,8 @@ from lmrec.protocol.candidates import CandidateSet
 from lmrec.protocol.split import Split
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], ArrayLike]
+# (stage, task) -> the score_fn of that stage ("valid"/"test") and task ("topk"/"interaction")
+StageScorer = Callable[[str, str], ScoreFn]
 FullScoreFn = Callable[[np.ndarray], ArrayLike]
 
 
@@ -191,33 +195,58 @@ def interaction_metrics(scores: ArrayLike, labels: ArrayLike, threshold: float) 
     return out
 
 
+def everywhere(score_fn: ScoreFn) -> StageScorer:
+    """The :data:`StageScorer` of a model whose scores depend on neither stage nor task."""
+    return lambda stage, task: score_fn
+
+
 def evaluate_candidate_sets(
-    score_fn: ScoreFn,
+    scorer: StageScorer,
     sets: Mapping[tuple[str, str], CandidateSet],
-    ks: Iterable[int] = (1, 2, 5, 10),
+    *,
+    tasks: Iterable[str] | None = None,
+    ks: Iterable[int] = TOPK_CUTOFFS,
+    limit: int = 0,
     batch_size: int = 1024,
     progress: bool = True,
+    ranks_to: Path | None = None,
+    topk_scores: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Score a model on the saved candidate sets of both BDLM tasks.
+    """Score a model on the saved candidate sets of both BDLM tasks: the one evaluator every
+    method (domain models, LLM runs, BDLM's two sides, GPT4SM) goes through.
 
     Parameters
     ----------
-    score_fn:
-        ``score_fn(users (B,), items (B, C)) -> scores (B, C)``.
+    scorer:
+        ``scorer(stage, task) -> score_fn``, ``score_fn(users (B,), items (B, C)) -> scores
+        (B, C)``: the model as it scores rows of that stage (sequence models and prompts read
+        the history before the stage) and task. :func:`everywhere` wraps a plain ``score_fn``.
     sets:
         Candidate sets keyed by ``(task, stage)``. ``("topk", "test")`` gives the top-K
         metrics; ``("interaction", "test")`` gives the interaction metrics and then needs
-        ``("interaction", "valid")``, where the decision threshold is chosen. Other sets are
-        ignored. At least one task must be present.
-    ks, batch_size, progress:
-        Passed to :func:`topk_metrics` and :func:`score_candidates`.
+        ``("interaction", "valid")``, where the decision threshold is chosen.
+    tasks:
+        The tasks to evaluate; None: every task whose test set is in ``sets``.
+    ks:
+        Cutoffs of :func:`topk_metrics`.
+    limit:
+        Score only the first ``limit`` users of each set (0: every user).
+    batch_size, progress:
+        Passed to :func:`score_candidates`.
+    ranks_to:
+        Also write each test user's top-K rank there
+        (:func:`lmrec.eval.significance.write_ranks`), for intervals and paired tests.
+    topk_scores:
+        The top-K test scores when the caller has them already (BDLM scores them once for
+        both of its sides).
 
     Returns
     -------
     dict
         One flat dict: ``"topk/HR@1"``, ``"topk/NDCG@20"``, ``"topk/MRR"``, ...,
         ``"interaction/precision"``, ``"interaction/recall"``, ``"interaction/F1"``,
-        ``"interaction/AUC"``, ``"interaction/UAUC"`` and ``"interaction/threshold"``.
+        ``"interaction/AUC"``, ``"interaction/UAUC"``, ``"interaction/threshold"`` and
+        ``"eval/users"`` (test users scored).
     """
     for key, cands in sets.items():
         if (cands.task, cands.stage) != tuple(key):
@@ -225,33 +254,45 @@ def evaluate_candidate_sets(
                 f"candidate set stored under {key} is task={cands.task!r}, "
                 f"stage={cands.stage!r}; key it by its own (task, stage)"
             )
-    has_topk = ("topk", "test") in sets
-    has_inter = ("interaction", "test") in sets
-    if not (has_topk or has_inter):
+    if tasks is None:
+        tasks = [t for t in ("topk", "interaction") if (t, "test") in sets]
+    tasks = list(tasks)
+    missing = [t for t in tasks if (t, "test") not in sets]
+    if not tasks or missing:
         raise ValueError(
-            f"no test candidate set to evaluate; got {sorted(sets)}, need ('topk', 'test') "
-            "and/or ('interaction', 'test')"
+            f"no test candidate set to evaluate {missing or ''}; got {sorted(sets)}, need "
+            "('topk', 'test') and/or ('interaction', 'test')"
         )
-    if has_inter and ("interaction", "valid") not in sets:
+    if "interaction" in tasks and ("interaction", "valid") not in sets:
         raise ValueError(
             "('interaction', 'test') needs ('interaction', 'valid'): the decision threshold is "
             "chosen on validation, never on test"
         )
 
-    def run(key: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
-        cands = sets[key]
-        return score_candidates(score_fn, cands, batch_size, progress), cands.labels
+    def run(task: str, stage: str) -> tuple[np.ndarray, np.ndarray, CandidateSet]:
+        cands = sets[(task, stage)].head(limit)
+        scores = score_candidates(scorer(stage, task), cands, batch_size, progress)
+        return scores, cands.labels, cands
 
     out: dict[str, float] = {}
-    if has_topk:
-        scores, labels = run(("topk", "test"))
-        out.update({f"topk/{k}": v for k, v in topk_metrics(scores, labels, ks).items()})
-    if has_inter:
-        threshold = choose_threshold(*run(("interaction", "valid")))
-        scores, labels = run(("interaction", "test"))
+    if "topk" in tasks:
+        cands = sets[("topk", "test")].head(limit)
+        scores = topk_scores
+        if scores is None:
+            scores, _, _ = run("topk", "test")
+        out.update({f"topk/{k}": v for k, v in topk_metrics(scores, cands.labels, ks).items()})
+        if ranks_to is not None:
+            from lmrec.eval.significance import save_ranks
+
+            save_ranks(ranks_to, cands, scores)
+        out["eval/users"] = float(len(cands.users))
+    if "interaction" in tasks:
+        threshold = choose_threshold(*run("interaction", "valid")[:2])
+        scores, labels, cands = run("interaction", "test")
         metrics = interaction_metrics(scores, labels, threshold)
         out.update({f"interaction/{k}": v for k, v in metrics.items()})
         out["interaction/threshold"] = threshold
+        out.setdefault("eval/users", float(len(np.unique(cands.users))))
     return out
 
 

@@ -29,7 +29,6 @@ from safetensors.torch import load_file, save_file
 
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
-from lmrec.eval.metrics import TOPK_CUTOFFS
 from lmrec.llm.finetune import TrainConfig, train_sft
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import Prompt, PromptBuilder, PromptConfig, histories
@@ -268,12 +267,7 @@ def evaluate_llm(
     ``ranks_to``: also write the test users' top-K ranks there. ``topk_scores``: the test top-K
     scores when the caller has computed them already (BDLM scores them once for both sides).
     """
-    from lmrec.eval.evaluator import (
-        choose_threshold,
-        interaction_metrics,
-        score_candidates,
-        topk_metrics,
-    )
+    from lmrec.eval.evaluator import evaluate_candidate_sets
 
     split = prepared.split
     scorers = {
@@ -289,37 +283,19 @@ def evaluate_llm(
         for stage in ("valid", "test")
     }
 
-    bs = cfg.eval_batch_size
-    out: dict[str, float] = {}
     model.eval()
     t0 = time.perf_counter()
-    if "topk" in cfg.tasks:
-        cands = prepared.sets[("topk", "test")].head(cfg.eval_limit)
-        scores = topk_scores
-        if scores is None:
-            scores = score_candidates(scorers["test"].topk, cands, bs, progress)
-        out.update(
-            {f"topk/{k}": v for k, v in topk_metrics(scores, cands.labels, TOPK_CUTOFFS).items()}
-        )
-        if ranks_to is not None:
-            from lmrec.eval.significance import save_ranks
-
-            save_ranks(ranks_to, cands, scores)
-    if "interaction" in cfg.tasks:
-        valid = prepared.sets[("interaction", "valid")].head(cfg.eval_limit)
-        v_scores = score_candidates(scorers["valid"].interaction, valid, bs, progress)
-        threshold = choose_threshold(v_scores, valid.labels)
-        test = prepared.sets[("interaction", "test")].head(cfg.eval_limit)
-        scores = score_candidates(scorers["test"].interaction, test, bs, progress)
-        out.update(
-            {
-                f"interaction/{k}": v
-                for k, v in interaction_metrics(scores, test.labels, threshold).items()
-            }
-        )
-        out["interaction/threshold"] = threshold
+    out = evaluate_candidate_sets(
+        lambda stage, task: getattr(scorers[stage], task),
+        prepared.sets,
+        tasks=cfg.tasks,
+        limit=cfg.eval_limit,
+        batch_size=cfg.eval_batch_size,
+        progress=progress,
+        ranks_to=ranks_to,
+        topk_scores=topk_scores,
+    )
     out["eval/seconds"] = time.perf_counter() - t0
-    out["eval/users"] = float(len(prepared.sets[("topk", "test")].head(cfg.eval_limit)))
     return out
 
 

@@ -23,7 +23,7 @@ import lmrec
 from lmrec.config import check_resumable, from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
 from lmrec.eval.metrics import TOPK_CUTOFFS
-from lmrec.eval.significance import RANKS_FILE, save_ranks
+from lmrec.eval.significance import RANKS_FILE
 from lmrec.models.base import Recommender
 from lmrec.protocol.split import Split
 from lmrec.train.batches import Histories
@@ -246,37 +246,20 @@ def evaluate_model(
     precision/recall/F1 at the threshold that maximises F1 on the validation set, AUC (pooled)
     and UAUC. Full ranking: HR@10, NDCG@10, Recall@10 with seen items masked.
     """
-    from lmrec.eval.evaluator import (
-        choose_threshold,
-        full_ranking_metrics,
-        interaction_metrics,
-        score_candidates,
-        topk_metrics,
-    )
+    from lmrec.eval.evaluator import evaluate_candidate_sets, full_ranking_metrics
 
     device = _device_of(model)
     scorers = {s: _Scorer(model, _histories(split, s, max_len), device) for s in ("valid", "test")}
     model.eval()
-    out: dict[str, float] = {}
     with torch.no_grad():
-        # Scored stage by stage: evaluate_candidate_sets' single score_fn cannot tell a
-        # validation row from a test row of the same user, and sequence models need to.
-        if ("topk", "test") in sets:
-            cands = sets[("topk", "test")]
-            scores = score_candidates(scorers["test"].candidates, cands, batch_size, progress)
-            topk = topk_metrics(scores, cands.labels, TOPK_CUTOFFS)
-            out.update({f"topk/{k}": v for k, v in topk.items()})
-            if ranks_to is not None:
-                save_ranks(ranks_to, cands, scores)
-        if ("interaction", "test") in sets:
-            valid = sets[("interaction", "valid")]
-            v_scores = score_candidates(scorers["valid"].candidates, valid, batch_size, progress)
-            threshold = choose_threshold(v_scores, valid.labels)
-            test = sets[("interaction", "test")]
-            scores = score_candidates(scorers["test"].candidates, test, batch_size, progress)
-            inter = interaction_metrics(scores, test.labels, threshold)
-            out.update({f"interaction/{k}": v for k, v in inter.items()})
-            out["interaction/threshold"] = threshold
+        # scored stage by stage: sequence models read the history before the row's stage
+        out = evaluate_candidate_sets(
+            lambda stage, task: scorers[stage].candidates,
+            sets,
+            batch_size=batch_size,
+            progress=progress,
+            ranks_to=ranks_to,
+        )
         full = full_ranking_metrics(
             scorers["test"].full, split, "test", FULL_K, batch_size=256, progress=progress
         )
