@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from lmrec.bdlm.sharing import SharingModule
-from lmrec.config import to_dict
 from lmrec.errors import ConfigError, DataError
 from lmrec.llm.run import build_llm, saved_llm
 from lmrec.utils.io import read_json
@@ -96,8 +95,7 @@ def fit_projection(items: torch.Tensor, llm, tokenizer, titles: list[str]):
 
 def domain_model(cfg, dataset: str, prepared, folder: Path, width: int):
     """The trained domain model of ``cfg.domain``, of width ``width`` (trained if needed)."""
-    from lmrec.train.run import train_run, trained_model
-    from lmrec.train.trainer import BEST_FILE
+    from lmrec.train.run import domain_model_in
 
     spec = cfg.domain
     dim = spec.model_config.get("dim", width)
@@ -108,23 +106,13 @@ def domain_model(cfg, dataset: str, prepared, folder: Path, width: int):
             f"to {width} or leave it out, or set bdlm.projection: orthogonal"
         )
     run = Path(spec.run) if spec.run else folder
-    if spec.run is None and not (run / BEST_FILE).is_file():
-        train_run(
-            spec.model,
-            dataset,
-            out_dir=run,
-            model_config={**spec.model_config, "dim": dim},
-            train_config={"seed": cfg.joint.seed, **spec.train_config},
-            preprocess=to_dict(prepared.preprocess),
-            candidates=to_dict(prepared.candidates),
-            data_dir=cfg.data_dir,
-        )
-    if not (run / BEST_FILE).is_file():
-        raise DataError(f"{run}: no {BEST_FILE}; is it a finished `lmrec train` folder?")
-    saved = read_json(run / "config.json")
-    if read_json(run / "item_ids.json").get("raw") != prepared.dataset.items.raw:
-        raise DataError(f"{run}: the domain model was trained on other items than this dataset")
-    model = trained_model(run, prepared.split, saved)
+    train = {} if spec.run else {  # a folder named by the config is only read
+        "model": spec.model,
+        "model_config": {**spec.model_config, "dim": dim},
+        "train_config": {"seed": cfg.joint.seed, **spec.train_config},
+        "data_dir": cfg.data_dir,
+    }
+    model = domain_model_in(run, dataset, prepared, **train)
     if getattr(model.config, "dim", width) != width and cfg.projection == "copy":
         raise ConfigError(
             f"{run}: the domain model is {model.config.dim} wide but the LLM {width}; train it "

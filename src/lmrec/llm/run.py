@@ -135,36 +135,21 @@ class LLMRunConfig:
 
 def domain_tables(preload: PreloadConfig, dataset_name: str, out_dir: Path | None, prepared):
     """(user_table or None, item_table) of the configured domain model, trained if needed."""
-    from lmrec.models import build_model
-    from lmrec.train.checkpoint import load_weights
-    from lmrec.train.run import train_run
-    from lmrec.train.trainer import BEST_FILE
+    from lmrec.train.run import domain_model_in
 
-    run = Path(preload.domain_run) if preload.domain_run else None
-    if run is None:
+    if preload.domain_run:
+        model = domain_model_in(preload.domain_run, dataset_name, prepared)
+    else:
         if out_dir is None:
             raise ConfigError("preload.domain_model needs an out_dir to train the domain model in")
-        run = Path(out_dir) / "domain"
-        if not (run / BEST_FILE).is_file():
-            train_run(
-                preload.domain_model,
-                dataset_name,
-                out_dir=run,
-                model_config=preload.domain_config,
-                train_config=preload.domain_train,
-                preprocess=to_dict(prepared.preprocess),
-                candidates=to_dict(prepared.candidates),
-            )
-    saved = read_json(run / "config.json")
-    if read_json(run / "item_ids.json").get("raw") != prepared.dataset.items.raw:
-        raise DataError(f"{run}: the domain model was trained on other items than this dataset")
-    model = build_model(
-        saved["model"], prepared.split.n_users, prepared.split.n_items, saved.get("model_config")
-    )
-    train = prepared.split.train
-    model.prepare(train["user"].to_numpy(), train["item"].to_numpy())
-    load_weights(model, run / BEST_FILE)
-    model.eval()
+        model = domain_model_in(
+            Path(out_dir) / "domain",
+            dataset_name,
+            prepared,
+            model=preload.domain_model,
+            model_config=preload.domain_config,
+            train_config=preload.domain_train,
+        )
     with torch.no_grad():
         users, items = model.user_item_embeddings()
     return (None if users is None else users.detach().float().cpu()), items.detach().float().cpu()

@@ -197,6 +197,42 @@ def load_domain_run(
     return model, prepared, cfg
 
 
+def domain_model_in(
+    run_dir: str | Path,
+    dataset_name: str,
+    prepared: Any,
+    *,
+    model: str | None = None,
+    model_config: dict[str, Any] | None = None,
+    train_config: dict[str, Any] | None = None,
+    data_dir: str | Path | None = None,
+) -> Recommender:
+    """The trained domain model of run folder ``run_dir`` on ``prepared``, in eval mode: the one
+    load-or-train step of LLM pre-loading and BDLM.
+
+    A folder without best weights is trained first when ``model`` names what to train (with
+    ``prepared``'s preprocessing and candidate sets, so it is scored like everything else);
+    otherwise it must be a finished ``lmrec train`` folder. Its id maps must equal
+    ``prepared``'s, else its rows belong to other users or items.
+    """
+    run = Path(run_dir)
+    if not (run / BEST_FILE).is_file():
+        if model is None:
+            raise DataError(f"{run}: no {BEST_FILE}; is it a finished `lmrec train` folder?")
+        train_run(
+            model,
+            dataset_name,
+            out_dir=run,
+            model_config=model_config,
+            train_config=train_config,
+            preprocess=to_dict(prepared.preprocess),
+            candidates=to_dict(prepared.candidates),
+            data_dir=data_dir,
+        )
+    check_id_maps(run, prepared.dataset)
+    return trained_model(run, prepared.split, read_json(run / CONFIG_FILE))
+
+
 def trained_model(
     run_dir: Path, split: Split, saved: Mapping[str, Any], device: torch.device | None = None
 ) -> Recommender:
