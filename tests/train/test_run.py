@@ -158,3 +158,21 @@ def test_a_model_built_from_llm_features_is_refused_by_train_run_with_the_way_to
 ):
     with pytest.raises(ConfigError, match="kind 'gpt4sm'"):
         train_run("gpt4sm", toy, out_dir=tmp_path, train_config=FAST, candidates=CANDIDATES)
+
+
+def test_domain_model_in_trains_once_then_loads_and_checks_the_id_maps(toy, tmp_path):
+    from lmrec.protocol.prepare import prepare
+    from lmrec.train.run import domain_model_in
+
+    prepared = prepare(toy, candidates=CANDIDATES)
+    run = tmp_path / "domain"
+    with pytest.raises(DataError, match="no best.safetensors"):
+        domain_model_in(run, toy, prepared)  # nothing to load and nothing named to train
+    first = domain_model_in(run, toy, prepared, model="mf", train_config=FAST)
+    again = domain_model_in(run, toy, prepared)  # loaded, not trained again
+    assert torch.equal(first.user_item_embeddings()[1], again.user_item_embeddings()[1])
+    ids = json.loads((run / "item_ids.json").read_text())
+    ids["raw"] = ids["raw"][::-1]
+    (run / "item_ids.json").write_text(json.dumps(ids))
+    with pytest.raises(DataError, match="item ids of the reloaded dataset differ"):
+        domain_model_in(run, toy, prepared)
