@@ -95,7 +95,7 @@ def worker_score(args) -> dict:
 
 def worker_train(args) -> dict:
     torch = _setup(args.threads)
-    from lmrec.llm.finetune import TrainConfig, train_sft
+    from lmrec.llm.finetune import FinetuneConfig, train_sft
     from lmrec.llm.modes import ModeConfig, apply_mode
     from lmrec.llm.sft import ExampleConfig, training_examples
     from lmrec.train.loop import peak_memory_mb
@@ -109,9 +109,11 @@ def worker_train(args) -> dict:
     model = apply_mode(model, ModeConfig(mode=mode), ids, tok)
     setup_mb = peak_memory_mb(next(model.parameters()).device)  # data + model, before training
     cfg = {"batch_size": 8, "warmup_steps": 1, "gradient_checkpointing": args.checkpointing}
-    train_sft(model, tok, examples[:8], TrainConfig(max_steps=1, **cfg), progress=False)  # warm-up
+    train_sft(
+        model, tok, examples[:8], FinetuneConfig(max_steps=1, **cfg), progress=False
+    )  # warm-up
     stats = train_sft(
-        model, tok, examples[8:], TrainConfig(max_steps=args.steps, **cfg), progress=False
+        model, tok, examples[8:], FinetuneConfig(max_steps=args.steps, **cfg), progress=False
     )
     return {
         "dataset": dataset,

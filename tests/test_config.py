@@ -51,11 +51,11 @@ def test_registry_rejects_duplicates_and_lists_choices():
 def test_fields_that_may_change_on_resume_are_marked_on_the_config_classes():
     from lmrec.bdlm.joint import JointConfig
     from lmrec.config import resumable_fields
-    from lmrec.llm.finetune import TrainConfig as LLMTrainConfig
+    from lmrec.llm.finetune import FinetuneConfig
     from lmrec.train.trainer import TrainConfig
 
     assert resumable_fields(TrainConfig) == {"epochs", "device", "num_threads", "progress"}
-    assert resumable_fields(LLMTrainConfig) == {
+    assert resumable_fields(FinetuneConfig) == {
         "epochs", "max_steps", "save_every", "keep_checkpoints", "gradient_checkpointing"
     }  # fmt: skip
     assert resumable_fields(JointConfig) == {"epochs", "progress", "num_threads", "save_every"}

@@ -12,7 +12,7 @@ from lmrec.bdlm.cascade import Cascade, CascadeConfig
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.joint import JointConfig, JointSides, JointTrainer
 from lmrec.bdlm.sharing import SharingModule
-from lmrec.llm.finetune import TrainConfig as LLMTrainConfig
+from lmrec.llm.finetune import FinetuneConfig
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import PromptBuilder, PromptConfig
 from lmrec.llm.resolve import load_llm
@@ -77,7 +77,7 @@ def build_trainer(split: Split, out_dir=None, sides: JointSides | None = None, *
     sides = sides or build_sides(split)
     cfg = JointConfig(**{"batch_size": 2, "rows_per_epoch": 8, "progress": False, **joint})
     batches = AlignedBatches(split, cfg.batch_size, cfg.seed, cfg.rows_per_epoch)
-    llm_train = LLMTrainConfig(lr=1e-2, lr_tokens=1e-1, warmup_steps=1)
+    llm_train = FinetuneConfig(lr=1e-2, lr_tokens=1e-1, warmup_steps=1)
     examples = ExampleConfig(n_candidates=4, negatives="uniform")
     return JointTrainer(sides, batches, cfg, llm_train, examples, out_dir)
 

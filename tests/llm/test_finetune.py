@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lmrec.llm.finetune import TrainConfig, train_sft
+from lmrec.llm.finetune import FinetuneConfig, train_sft
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import Prompt
 from lmrec.llm.resolve import load_llm
@@ -14,7 +14,7 @@ EXAMPLES = [
     Prompt("User <u_1> has watched <i_2>. Candidates: <i_0>, <i_1>. Answer:", "<i_0>"),
     Prompt("User <u_1> has watched <i_0>. Candidates: <i_1>, <i_2>. Answer:", "<i_1>"),
 ]
-CFG = TrainConfig(batch_size=2, epochs=2, lr=1e-2, lr_tokens=1e-1, warmup_steps=1)
+CFG = FinetuneConfig(batch_size=2, epochs=2, lr=1e-2, lr_tokens=1e-1, warmup_steps=1)
 
 
 def _fresh(mode="lora"):
@@ -48,7 +48,7 @@ def test_an_interrupted_run_resumes_to_the_same_weights_and_reports_the_same_los
     whole, tok, ids = _fresh()
     full = train_sft(whole, tok, EXAMPLES, CFG, progress=False)
     part, tok2, ids2 = _fresh()
-    half = TrainConfig(**{**CFG.__dict__, "max_steps": 2})
+    half = FinetuneConfig(**{**CFG.__dict__, "max_steps": 2})
     train_sft(part, tok2, EXAMPLES, half, out_dir=tmp_path, progress=False)
     resumed, tok3, ids3 = _fresh()
     stats = train_sft(resumed, tok3, EXAMPLES, CFG, out_dir=tmp_path, progress=False)
@@ -67,7 +67,7 @@ def test_gradient_checkpointing_trains_to_the_same_weights():
         ckpt,
         tok2,
         EXAMPLES,
-        TrainConfig(**{**CFG.__dict__, "gradient_checkpointing": True}),
+        FinetuneConfig(**{**CFG.__dict__, "gradient_checkpointing": True}),
         progress=False,
     )
     assert any(getattr(m, "gradient_checkpointing", False) for m in ckpt.modules())
@@ -78,9 +78,9 @@ def test_resuming_with_another_computing_setting_is_refused(tmp_path):
     from lmrec.errors import ConfigError
 
     model, tok, _ = _fresh()
-    half = TrainConfig(**{**CFG.__dict__, "max_steps": 2})
+    half = FinetuneConfig(**{**CFG.__dict__, "max_steps": 2})
     train_sft(model, tok, EXAMPLES, half, out_dir=tmp_path, progress=False)
-    other = TrainConfig(**{**CFG.__dict__, "lr": 5e-2})
+    other = FinetuneConfig(**{**CFG.__dict__, "lr": 5e-2})
     again, tok2, _ = _fresh()
     with pytest.raises(ConfigError, match=r"lr: 0.01 -> 0.05"):
         train_sft(again, tok2, EXAMPLES, other, out_dir=tmp_path, progress=False)
@@ -90,4 +90,4 @@ def test_a_negative_step_cap_is_a_config_error():
     from lmrec.errors import ConfigError
 
     with pytest.raises(ConfigError, match="train.max_steps"):
-        TrainConfig(max_steps=-1)
+        FinetuneConfig(max_steps=-1)

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lmrec.errors import ConfigError
-from lmrec.llm.finetune import TrainConfig, train_sft
+from lmrec.llm.finetune import FinetuneConfig, train_sft
 from lmrec.llm.modes import ModeConfig, apply_mode, param_groups, prompt_embedding
 from lmrec.llm.prompts import Prompt
 from lmrec.llm.tokens import add_id_tokens
@@ -12,7 +12,7 @@ EXAMPLES = [
     Prompt("User <u_1> has watched <i_2>. Predict if he will watch <i_0>. Answer:", " Yes"),
     Prompt("User <u_1> has watched <i_0>. Candidates: <i_1>, <i_2>. Answer:", "<i_1>"),
 ]
-FAST = TrainConfig(batch_size=2, max_steps=3, lr=1e-2, lr_tokens=1e-1, warmup_steps=1)
+FAST = FinetuneConfig(batch_size=2, max_steps=3, lr=1e-2, lr_tokens=1e-1, warmup_steps=1)
 
 
 def _prepared(tiny, mode):

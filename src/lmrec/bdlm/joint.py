@@ -48,8 +48,13 @@ from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
 from lmrec.config import RESUMABLE
 from lmrec.errors import ConfigError, check_ints, check_numbers
-from lmrec.llm.finetune import LLMOptimizer, batch_loss, enable_checkpointing, listwise_loss
-from lmrec.llm.finetune import TrainConfig as LLMTrainConfig
+from lmrec.llm.finetune import (
+    FinetuneConfig,
+    LLMOptimizer,
+    batch_loss,
+    enable_checkpointing,
+    listwise_loss,
+)
 from lmrec.llm.prompts import PromptBuilder
 from lmrec.llm.scoring import model_device
 from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example
@@ -66,7 +71,7 @@ class JointConfig:
 
     The LLM side's optimiser settings (``lr``, ``lr_tokens``, ``weight_decay``,
     ``warmup_steps``, ``grad_clip``, ``max_length``, ``gradient_checkpointing``) are those of the
-    LLM config's ``train`` section (:class:`lmrec.llm.finetune.TrainConfig`).
+    LLM config's ``train`` section (:class:`lmrec.llm.finetune.FinetuneConfig`).
 
     Attributes
     ----------
@@ -224,7 +229,7 @@ class JointTrainer:
         sides: JointSides,
         batches: AlignedBatches,
         config: JointConfig,
-        llm_train: LLMTrainConfig,
+        llm_train: FinetuneConfig,
         examples: ExampleConfig,
         out_dir: str | Path | None = None,
     ) -> None:

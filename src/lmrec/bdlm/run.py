@@ -47,7 +47,7 @@ from lmrec.bdlm.refit import RefitConfig, refit_on_lists, refit_on_valid
 from lmrec.bdlm.setup import preloaded_sides
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError
-from lmrec.llm.finetune import TrainConfig as LLMTrainConfig
+from lmrec.llm.finetune import FinetuneConfig
 from lmrec.llm.run import LLMRunConfig, PreloadConfig, evaluate_llm, saved_llm
 from lmrec.utils.io import read_json, write_json
 
@@ -201,7 +201,7 @@ class BDLMConfig:
                     f"bdlm.llm.{name}: set {name} at the top level of the BDLM config (both "
                     "sides use the same data)"
                 )
-        defaults = to_dict(LLMTrainConfig())
+        defaults = to_dict(FinetuneConfig())
         for name, where in _SCHEDULE.items():
             if getattr(llm.train, name) != defaults[name]:
                 raise ConfigError(

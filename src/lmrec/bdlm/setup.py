@@ -106,12 +106,16 @@ def domain_model(cfg, dataset: str, prepared, folder: Path, width: int):
             f"to {width} or leave it out, or set bdlm.projection: orthogonal"
         )
     run = Path(spec.run) if spec.run else folder
-    train = {} if spec.run else {  # a folder named by the config is only read
-        "model": spec.model,
-        "model_config": {**spec.model_config, "dim": dim},
-        "train_config": {"seed": cfg.joint.seed, **spec.train_config},
-        "data_dir": cfg.data_dir,
-    }
+    train = (
+        {}
+        if spec.run
+        else {  # a folder named by the config is only read
+            "model": spec.model,
+            "model_config": {**spec.model_config, "dim": dim},
+            "train_config": {"seed": cfg.joint.seed, **spec.train_config},
+            "data_dir": cfg.data_dir,
+        }
+    )
     model = domain_model_in(run, dataset, prepared, **train)
     if getattr(model.config, "dim", width) != width and cfg.projection == "copy":
         raise ConfigError(

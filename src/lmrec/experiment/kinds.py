@@ -22,7 +22,7 @@ same table), so "LightGCN alone" and BDLM's domain side are one model.
 frozen LLM, ``model_config`` / ``train_config`` the scorer's and the training loop's configs.
 
 ``llm``: one LLM recommender run (:func:`lmrec.llm.run.llm_train`): ``model`` is the LLM,
-``train_config`` its :class:`lmrec.llm.finetune.TrainConfig`, ``options`` the other
+``train_config`` its :class:`lmrec.llm.finetune.FinetuneConfig`, ``options`` the other
 :class:`~lmrec.llm.run.LLMRunConfig` fields (``mode``, ``prompt``, ``id_tokens``, ...).
 
 Both functions are found by the runner through :data:`lmrec.experiment.cell.KIND_TARGETS`;

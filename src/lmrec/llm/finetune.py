@@ -29,7 +29,7 @@ from lmrec.train.loop import CHECKPOINTS, Loop, Part
 
 
 @dataclass
-class TrainConfig:
+class FinetuneConfig:
     """Optimisation settings of :func:`train_sft`."""
 
     epochs: int = field(default=1, metadata=RESUMABLE)
@@ -107,7 +107,7 @@ class LLMOptimizer:
     token rows at their own rate), with gradient clipping and a linear warm-up: the LLM's step in
     :func:`train_sft` and in BDLM's joint trainer alike."""
 
-    def __init__(self, model, config: TrainConfig) -> None:
+    def __init__(self, model, config: FinetuneConfig) -> None:
         groups = param_groups(model, config.lr, config.lr_tokens, config.weight_decay)
         if not groups:
             raise ConfigError(
@@ -135,7 +135,7 @@ def train_sft(
     model,
     tokenizer,
     examples: list[Prompt],
-    config: TrainConfig,
+    config: FinetuneConfig,
     out_dir: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,

@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
-from lmrec.llm.finetune import TrainConfig, train_sft
+from lmrec.llm.finetune import FinetuneConfig, train_sft
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import Prompt, PromptBuilder, PromptConfig, histories
 from lmrec.llm.resolve import DEFAULT_LLM, load_llm
@@ -94,7 +94,7 @@ class LLMRunConfig:
     mode: ModeConfig = field(default_factory=ModeConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
     examples: ExampleConfig = field(default_factory=ExampleConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: FinetuneConfig = field(default_factory=FinetuneConfig)
     tasks: list[str] = field(default_factory=lambda: ["topk", "interaction"])
     few_shot: int = 0
     eval_batch_size: int = 8
@@ -111,7 +111,7 @@ class LLMRunConfig:
             "mode": ModeConfig,
             "prompt": PromptConfig,
             "examples": ExampleConfig,
-            "train": TrainConfig,
+            "train": FinetuneConfig,
         }
         for name, cls in sections.items():
             value = getattr(self, name)
