@@ -44,8 +44,8 @@ import torch
 from torch import Tensor
 
 from lmrec.llm.prompts import Prompt, PromptBuilder
-from lmrec.llm.sft import ExampleConfig, NegativeSampler
-from lmrec.protocol.samplers import NegativeSampler as ProtocolSampler
+from lmrec.llm.sft import ExampleConfig, TrainingNegatives
+from lmrec.protocol.samplers import NegativeSampler
 from lmrec.protocol.split import Split
 from lmrec.train.batches import BatchBuilder, sample_negatives
 
@@ -107,7 +107,7 @@ class AlignedBatches:
         seed: int,
         per_epoch: int = 0,
         rows: str = "random",
-        negatives: ProtocolSampler | None = None,
+        negatives: NegativeSampler | None = None,
     ) -> None:
         if batch_size < 1 or per_epoch < 0:
             raise ValueError("batch_size must be >= 1 and per_epoch >= 0")
@@ -201,7 +201,7 @@ class AlignedBatches:
         if self.negatives is not None:
             negs = self.negatives.sample(rows.users, rows.pos, n - 1, rng).items
             return np.concatenate([rows.pos[:, None], negs], 1).astype(np.int64)
-        sampler = NegativeSampler(self.seen.n_items, self.popularity, examples.negatives, rng)
+        sampler = TrainingNegatives(self.seen.n_items, self.popularity, examples.negatives, rng)
         out = np.empty((len(rows), n), dtype=np.int64)
         for r, (u, pos, neg) in enumerate(zip(rows.users, rows.pos, rows.neg, strict=True)):
             start, stop = self.seen.indptr[u], self.seen.indptr[u + 1]

@@ -54,8 +54,11 @@ class ExampleConfig:
             )
 
 
-class NegativeSampler:
-    """Items a user has not interacted with, uniformly or by popularity (seeded)."""
+class TrainingNegatives:
+    """Training prompts' negatives: items a user has not interacted with, uniformly, by
+    popularity, or alternating the two (``mixed`` here; the candidate sets' ``mixed`` sampler,
+    :mod:`lmrec.protocol.samplers`, is popularity + text similarity, which ``candidates``
+    draws instead)."""
 
     def __init__(self, n_items: int, popularity: np.ndarray, kind: str, rng: np.random.Generator):
         self.n_items, self.kind, self.rng = n_items, kind, rng
@@ -89,7 +92,7 @@ def training_examples(split, builder: PromptBuilder, config: ExampleConfig) -> l
     rng = np.random.default_rng(config.seed)
     train = split.train
     popularity = np.bincount(train["item"].to_numpy(), minlength=split.n_items)
-    sampler = NegativeSampler(split.n_items, popularity, config.negatives, rng)
+    sampler = TrainingNegatives(split.n_items, popularity, config.negatives, rng)
     out: list[Prompt] = []
     for user, seq in enumerate(histories(train, split.n_users)):
         if len(seq) < 2:
