@@ -36,7 +36,8 @@ def run_once(dataset: str, threads: int, seed: int, out_dir: Path) -> list[dict]
     # torch is only imported (with ``threads`` threads) if the titles must be encoded
     from lmrec.data import load_dataset
     from lmrec.protocol import CandidateConfig, build_candidates, leave_one_out, save_candidates
-    from lmrec.protocol.candidates import export_csv, item_texts, load_candidates
+    from lmrec.protocol.candidate_files import export_csv, load_candidates
+    from lmrec.protocol.candidates import item_texts
     from lmrec.protocol.text_encoder import EncoderConfig, encode_titles
 
     rows: list[dict] = []

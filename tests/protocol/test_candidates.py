@@ -6,17 +6,16 @@ import pytest
 
 from lmrec.config import from_dict
 from lmrec.errors import ConfigError, DataError
+from lmrec.protocol import candidate_files as files
 from lmrec.protocol import candidates as cmod
-from lmrec.protocol.candidates import (
-    CandidateConfig,
-    CandidateSet,
-    build_candidates,
+from lmrec.protocol.candidate_files import (
     export_csv,
     load_candidates,
     load_or_build_candidates,
     read_csv,
     save_candidates,
 )
+from lmrec.protocol.candidates import CandidateConfig, CandidateSet, build_candidates
 from lmrec.protocol.split import leave_one_out
 
 
@@ -206,7 +205,7 @@ def test_load_or_build_builds_once(movies, tmp_path, monkeypatch):
     def no_build(*a, **k):
         raise AssertionError("should load from the cache")
 
-    monkeypatch.setattr(cmod, "build_candidates", no_build)
+    monkeypatch.setattr(files, "build_candidates", no_build)
     again = load_or_build_candidates(movies, split, cfg, tmp_path)
     for key in first:
         assert (again[key].items == first[key].items).all()
@@ -227,7 +226,7 @@ def test_load_or_build_leaves_nothing_on_failure(movies, tmp_path, monkeypatch):
         (directory / "half").write_text("x")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cmod, "save_candidates", broken_save)
+    monkeypatch.setattr(files, "save_candidates", broken_save)
     cfg = CandidateConfig(sampler="uniform", n_negatives=3, textsim_top=3)
     with pytest.raises(KeyboardInterrupt):
         load_or_build_candidates(movies, leave_one_out(movies), cfg, tmp_path)

@@ -53,7 +53,7 @@ class Prepared:
 
     def export(self, out: Path) -> list[Path]:
         """Write the candidate sets (saved format + CSV in raw ids) under ``out``."""
-        from lmrec.protocol.candidates import export_csv
+        from lmrec.protocol.candidate_files import export_csv
         from lmrec.utils.io import write_json
 
         out = Path(out)
@@ -79,7 +79,8 @@ def prepare(
 ) -> Prepared:
     """Load ``dataset``, split it and load (or build once and save) its candidate sets."""
     from lmrec.data import load_dataset
-    from lmrec.protocol.candidates import CandidateConfig, load_or_build_candidates
+    from lmrec.protocol.candidate_files import load_or_build_candidates
+    from lmrec.protocol.candidates import CandidateConfig
     from lmrec.protocol.split import split_dataset
 
     if not isinstance(preprocess, PreprocessConfig):
