@@ -33,10 +33,15 @@ from typing import ClassVar
 import numpy as np
 
 from lmrec.errors import ConfigError, DataError
+from lmrec.protocol.draws import (
+    NO_ITEM,
+    draw_textsim,
+    draw_weighted,
+    exclusions,
+    neighbours,
+)
 from lmrec.registry import Registry
 
-_ROUNDS = 4  # rejection rounds before the exact fallback
-_NO_ITEM = -1  # padding in exclusion matrices
 _DENSE_CELLS = 1 << 26  # users x items up to which SeenItems keeps a dense mask (64 MiB)
 
 
@@ -145,7 +150,7 @@ class SamplingContext:
             if self.embeddings is None:
                 raise ConfigError("text similarity needs item embeddings")
             all_items = np.arange(self.seen.n_items)
-            self._nearest[window] = _neighbours(self.embeddings, all_items, window).astype(np.int32)
+            self._nearest[window] = neighbours(self.embeddings, all_items, window).astype(np.int32)
         return self._nearest[window]
 
     def __post_init__(self) -> None:
@@ -226,8 +231,8 @@ class UniformSampler(NegativeSampler):
         rng: np.random.Generator,
         exclude: np.ndarray | None = None,
     ) -> Negatives:
-        exclude = _exclusions(positives, exclude)
-        items = _draw_weighted(self.ctx.seen, users, n, rng, None, exclude)
+        exclude = exclusions(positives, exclude)
+        items = draw_weighted(self.ctx.seen, users, n, rng, None, exclude)
         return Negatives(items, {"uniform": items.size})
 
 
@@ -247,9 +252,9 @@ class PopularitySampler(NegativeSampler):
         rng: np.random.Generator,
         exclude: np.ndarray | None = None,
     ) -> Negatives:
-        exclude = _exclusions(positives, exclude)
+        exclude = exclusions(positives, exclude)
         w = np.asarray(self.ctx.popularity, dtype=np.float64) ** self.ctx.popularity_alpha
-        items = _draw_weighted(self.ctx.seen, users, n, rng, w, exclude)
+        items = draw_weighted(self.ctx.seen, users, n, rng, w, exclude)
         return Negatives(items, {"popularity": items.size})
 
 
@@ -267,8 +272,8 @@ class TextSimSampler(NegativeSampler):
         rng: np.random.Generator,
         exclude: np.ndarray | None = None,
     ) -> Negatives:
-        exclude = _exclusions(positives, exclude)
-        items = _draw_textsim(self.ctx, users, positives, n, rng, exclude)
+        exclude = exclusions(positives, exclude)
+        items = draw_textsim(self.ctx, users, positives, n, rng, exclude)
         return Negatives(items, {"textsim": items.size})
 
 
@@ -292,10 +297,10 @@ class MixedSampler(NegativeSampler):
         exclude: np.ndarray | None = None,
     ) -> Negatives:
         r = len(users)
-        extra = np.full((r, 0), _NO_ITEM, dtype=np.int64) if exclude is None else exclude
+        extra = np.full((r, 0), NO_ITEM, dtype=np.int64) if exclude is None else exclude
         share = n * self.ctx.mix_popularity
         n_pop = np.floor(share).astype(np.int64) + (rng.random(r) < share - np.floor(share))
-        items = np.full((r, n), _NO_ITEM, dtype=np.int64)
+        items = np.full((r, n), NO_ITEM, dtype=np.int64)
         # rows share one of (at most) two splits k + (n - k): draw each group at its own sizes,
         # so that a user with exactly n unseen items never has to supply more than n
         for k in np.unique(n_pop).tolist():
@@ -317,191 +322,3 @@ def make_sampler(name: str, ctx: SamplingContext) -> NegativeSampler:
 
 # ---------------------------------------------------------------------------------------------
 # drawing without replacement
-
-
-def _exclusions(positives: np.ndarray, exclude: np.ndarray | None) -> np.ndarray:
-    pos = np.asarray(positives, dtype=np.int64)[:, None]
-    if exclude is None:
-        return pos
-    return np.concatenate([pos, np.asarray(exclude, dtype=np.int64)], axis=1)
-
-
-def _isin_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(r, m) bool: is ``a[i, j]`` among ``b[i, :]``? (``b`` is small: exclusions of a row.)"""
-    if b.shape[1] == 0:
-        return np.zeros(a.shape, dtype=bool)
-    return (a[:, :, None] == b[:, None, :]).any(axis=2)
-
-
-def _first_occurrence(a: np.ndarray) -> np.ndarray:
-    """(r, m) bool: ``a[i, j]`` is the first occurrence of its value in row ``i``."""
-    order = np.argsort(a, axis=1, kind="stable")  # equal values keep their left-to-right order
-    s = np.take_along_axis(a, order, axis=1)
-    first_sorted = np.ones(a.shape, dtype=bool)
-    first_sorted[:, 1:] = s[:, 1:] != s[:, :-1]
-    first = np.empty(a.shape, dtype=bool)
-    np.put_along_axis(first, order, first_sorted, axis=1)
-    return first
-
-
-def _draw_weighted(
-    seen: SeenItems,
-    users: np.ndarray,
-    n: int,
-    rng: np.random.Generator,
-    weights: np.ndarray | None,
-    exclude: np.ndarray,
-) -> np.ndarray:
-    """(r, n) distinct items per row, drawn proportionally to ``weights`` (None: uniform)."""
-    users = np.asarray(users, dtype=np.int64)
-    r, n_items = len(users), seen.n_items
-    out = np.full((r, n), _NO_ITEM, dtype=np.int64)
-    if r == 0 or n == 0:
-        return out
-    w = np.ones(n_items) if weights is None else weights
-    total = w.sum()
-    if total <= 0:  # no item has weight: nothing to reject against, go straight to exact
-        _draw_exact(seen, users, out, rng, w, exclude, np.arange(r))
-        return out
-    p = w / total
-    # expected share of draws that survive; sizes the batch of draws per round
-    blocked = seen.mass(users, p) + np.where(exclude >= 0, p[np.maximum(exclude, 0)], 0.0).sum(1)
-    accept = np.clip(1.0 - blocked, 1e-3, 1.0)
-
-    filled = np.zeros(r, dtype=np.int64)
-    pending = np.arange(r)
-    for _ in range(_ROUNDS):
-        need = n - filled[pending]
-        m = int(np.ceil(np.quantile(need / accept[pending], 0.9) * 1.5)) + 8
-        m = min(m, max(8 * n, 256))
-        if weights is None:
-            draws = rng.integers(0, n_items, size=(len(pending), m))
-        else:
-            draws = rng.choice(n_items, size=(len(pending), m), p=p)
-        ok = ~seen.contains(users[pending], draws)
-        ok &= ~_isin_rows(draws, exclude[pending]) & ~_isin_rows(draws, out[pending])
-        ok &= _first_occurrence(draws)
-        rank = np.cumsum(ok, axis=1)
-        take = ok & (rank <= need[:, None])
-        ri, ci = np.nonzero(take)
-        out[pending[ri], filled[pending][ri] + rank[ri, ci] - 1] = draws[ri, ci]
-        filled[pending] += take.sum(axis=1)
-        pending = pending[filled[pending] < n]
-        if len(pending) == 0:
-            return out
-    _draw_exact(seen, users, out, rng, w, exclude, pending)
-    return out
-
-
-def _draw_exact(
-    seen: SeenItems,
-    users: np.ndarray,
-    out: np.ndarray,
-    rng: np.random.Generator,
-    w: np.ndarray,
-    exclude: np.ndarray,
-    rows: np.ndarray,
-) -> None:
-    """Fill the ``-1`` slots of ``out[rows]`` exactly, over all items (Gumbel-top-k).
-
-    Adding Gumbel noise to ``log w`` and taking the largest keys is sequential sampling without
-    replacement proportional to ``w``. Zero-weight items get keys far below every other, so they
-    come last (uniformly among themselves) and only fill rows that would otherwise stay short.
-    """
-    n_items = seen.n_items
-    base = np.where(w > 0, np.log(np.where(w > 0, w, 1.0)), -1e9)
-    for start in range(0, len(rows), 256):  # bounded memory: 256 x n_items keys at a time
-        chunk = rows[start : start + 256]
-        keys = base[None, :] + rng.gumbel(size=(len(chunk), n_items))
-        for j, row in enumerate(chunk):
-            keys[j, seen.items_of(users[row])] = -np.inf
-            taken = np.concatenate([exclude[row], out[row]])
-            keys[j, taken[taken >= 0]] = -np.inf
-        for j, row in enumerate(chunk):
-            slots = np.flatnonzero(out[row] == _NO_ITEM)
-            best = np.argsort(-keys[j], kind="stable")[: len(slots)]
-            if len(best) < len(slots) or not np.isfinite(keys[j, best]).all():
-                _not_enough(
-                    users[row], n_items, int(seen.counts(users[row : row + 1])[0]), out.shape[1]
-                )
-            out[row, slots] = best
-
-
-def _not_enough(user: int, n_items: int, n_seen: int, n: int) -> None:
-    raise DataError(
-        f"user index {user} interacted with {n_seen} of {n_items} items, leaving too few "
-        f"to draw {n} distinct negatives; lower n_negatives or filter such users out"
-    )
-
-
-def _neighbours(emb: np.ndarray, items: np.ndarray, length: int) -> np.ndarray:
-    """(len(items), length) nearest other items by cosine, most similar first."""
-    out = np.empty((len(items), length), dtype=np.int64)
-    n_items = len(emb)
-    for start in range(0, len(items), 1024):  # bounded memory: 1024 x n_items similarities
-        chunk = items[start : start + 1024]
-        sim = emb[chunk] @ emb.T  # (c, n_items)
-        sim[np.arange(len(chunk)), chunk] = -np.inf  # an item is not its own neighbour
-        if length < n_items:
-            idx = np.sort(np.argpartition(-sim, length - 1, axis=1)[:, :length], axis=1)
-        else:
-            idx = np.broadcast_to(np.arange(n_items), sim.shape)
-        s = np.take_along_axis(sim, idx, axis=1)
-        # ties in similarity are broken by item index (idx is ascending, the sort stable)
-        order = np.argsort(-s, axis=1, kind="stable")
-        out[start : start + len(chunk)] = np.take_along_axis(idx, order, axis=1)[:, :length]
-    return out
-
-
-def _draw_textsim(
-    ctx: SamplingContext,
-    users: np.ndarray,
-    positives: np.ndarray,
-    n: int,
-    rng: np.random.Generator,
-    exclude: np.ndarray,
-) -> np.ndarray:
-    """(r, n) items drawn uniformly from each row's ``top`` nearest allowed items."""
-    seen, emb, top = ctx.seen, ctx.embeddings, ctx.textsim_top
-    users = np.asarray(users, dtype=np.int64)
-    positives = np.asarray(positives, dtype=np.int64)
-    r, n_items = len(users), seen.n_items
-    out = np.full((r, n), _NO_ITEM, dtype=np.int64)
-    if r == 0 or n == 0:
-        return out
-    # Look at a window of nearest items large enough for most users; users who interacted
-    # with much of that window get their full ranking below.
-    window = min(n_items - 1, 4 * top + 128)
-    nb = ctx.nearest(window)[positives].astype(np.int64)  # (r, window)
-    allowed = ~seen.contains(users, nb) & ~_isin_rows(nb, exclude)
-    short = allowed.sum(axis=1) < top
-    if window < n_items - 1 and short.any():
-        rows = np.flatnonzero(short)
-        full = _neighbours(emb, positives[rows], n_items - 1)
-        full_allowed = ~seen.contains(users[rows], full) & ~_isin_rows(full, exclude[rows])
-        out[rows] = _pick_from_pool(full, full_allowed, top, n, rng, users[rows], seen)
-        keep = np.flatnonzero(~short)
-        out[keep] = _pick_from_pool(nb[keep], allowed[keep], top, n, rng, users[keep], seen)
-    else:
-        out[:] = _pick_from_pool(nb, allowed, top, n, rng, users, seen)
-    return out
-
-
-def _pick_from_pool(
-    nb: np.ndarray,
-    allowed: np.ndarray,
-    top: int,
-    n: int,
-    rng: np.random.Generator,
-    users: np.ndarray,
-    seen: SeenItems,
-) -> np.ndarray:
-    """Pick ``n`` of each row's first ``top`` allowed neighbours, uniformly without replacement."""
-    pool = allowed & (np.cumsum(allowed, axis=1) <= top)
-    lacking = np.flatnonzero(pool.sum(axis=1) < n)
-    if len(lacking):
-        u = int(users[lacking[0]])
-        _not_enough(u, seen.n_items, int(seen.counts(users[lacking[:1]])[0]), n)
-    keys = np.where(pool, rng.random(nb.shape), 2.0)  # random order inside the pool, rest last
-    pick = np.argsort(keys, axis=1, kind="stable")[:, :n]
-    return np.take_along_axis(nb, pick, axis=1)
