@@ -105,7 +105,7 @@ def run_lmrec(model_name: str, dataset: str, epochs: int, threads: int, seed: in
 
     import lmrec
     from lmrec.config import to_dict
-    from lmrec.data.datasets import load_dataset
+    from lmrec.data.load import load_dataset
     from lmrec.eval.evaluator import full_ranking_metrics
     from lmrec.models import build_model
     from lmrec.protocol.split import leave_one_out
@@ -220,7 +220,7 @@ def export_inter(dataset: str, path: Path) -> dict:
     """
     import numpy as np
 
-    from lmrec.data.datasets import load_dataset
+    from lmrec.data.load import load_dataset
 
     data = load_dataset(dataset)
     inter = data.inter  # sorted by (user, time)

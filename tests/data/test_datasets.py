@@ -9,6 +9,7 @@ import pytest
 
 from lmrec.data import PreprocessConfig, dataset_names, load_dataset, load_raw, sources
 from lmrec.data import datasets as ds
+from lmrec.data import load as load_mod
 from lmrec.data.sources import Download
 from lmrec.errors import ConfigError, DataError, SourceNotFoundError
 
@@ -71,7 +72,7 @@ def test_dataset_cache_is_reused_and_keyed_by_source_and_config(tmp_path, isolat
 
     # Reused: the loader is never called again.
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(ds, "_load", lambda entry, files: pytest.fail("rebuilt instead of reused"))
+        mp.setattr(load_mod, "_load", lambda entry, files: pytest.fail("rebuilt instead of reused"))
         again = load_dataset("ml-1m", data_dir=root, download=False)
     assert again.stats() == first.stats() and again.titles() == first.titles()
 

@@ -1,4 +1,5 @@
-"""The dataset registry and the one entry point: ``load_raw`` and ``load_dataset``.
+"""The dataset registry: named datasets, spec strings, and where their raw files may be (loading
+lives in :mod:`lmrec.data.load`).
 
 Named datasets:
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping
@@ -39,23 +39,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lmrec.config import to_dict
 from lmrec.data.amazon import load_amazon2014, load_amazon2018
 from lmrec.data.atomic import load_atomic, load_atomic_split
-from lmrec.data.interactions import Dataset, Interactions
+from lmrec.data.interactions import Interactions
 from lmrec.data.jsonlayout import load_json_layout
 from lmrec.data.movielens import load_ml1m, load_ml100k
-from lmrec.data.preprocess import PreprocessConfig
-from lmrec.data.preprocess import preprocess as run_preprocess
-from lmrec.data.sources import Download, Layout, RawFiles, RawSpec, Shipped, find_raw
+from lmrec.data.sources import Download, Layout, RawFiles, RawSpec, Shipped
 from lmrec.data.tabular import load_tabular
-from lmrec.errors import ConfigError, DataError
+from lmrec.errors import ConfigError
 from lmrec.registry import Registry
-from lmrec.utils.io import atomic_folder, sha256_json, write_json
-from lmrec.utils.paths import cache_dir
-
-# Bump when a loader's output changes, so cached datasets built by older code are not reused.
-CACHE_VERSION = 2  # 2: the clock and a source's own split are saved with the dataset
 
 Loader = Callable[[RawFiles], Interactions]
 
@@ -366,101 +358,3 @@ def get_entry(name: str) -> DatasetEntry:
         f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS.names())}, "
         f"or a spec string: {', '.join(SPEC_FORMS)}"
     )
-
-
-def _load(entry: DatasetEntry, files: RawFiles) -> Interactions:
-    return entry.loaders[files.layout.fmt](files)
-
-
-def load_raw(
-    name: str, *, data_dir: str | Path | None = None, download: bool = True
-) -> Interactions:
-    """Load a dataset's raw interactions and item text, with ids as the source spells them.
-
-    Parameters
-    ----------
-    name:
-        A registered name (``ml-100k``, ``ml-1m``, ``amazon-office``) or a spec string
-        (``amazon2014:<Category>``, ``amazon2018:<Category>``, ``atomic:<dir>/<name>``,
-        ``json:<dir>/<name>``, ``csv:<path>``).
-    data_dir:
-        A folder to search before ``LMREC_DATA_DIR``, the cache and the shipped copies.
-    download:
-        Allow downloading from the official URL (MovieLens) when nothing local has the files.
-
-    Raises
-    ------
-    ConfigError
-        Unknown name (the message lists the choices).
-    SourceNotFoundError
-        No source has the files (the message lists every place tried and the fix).
-    DataError
-        A file is truncated, corrupt or lacks a column (named with file and line).
-    """
-    entry = get_entry(name)
-    return _load(entry, find_raw(entry.spec(), data_dir=data_dir, download=download))
-
-
-def load_dataset(
-    name: str,
-    *,
-    data_dir: str | Path | None = None,
-    preprocess: PreprocessConfig | None = None,
-    cache: bool = True,
-    download: bool = True,
-) -> Dataset:
-    """Load and preprocess a dataset, reusing a cached copy when nothing changed.
-
-    The cache folder is ``cache_dir("datasets")/<name>-<key>`` where ``key`` hashes the name,
-    the preprocessing config and the source files' paths, sizes and modification times; it is
-    built in a temporary folder and renamed into place, so a crash never leaves half of it.
-
-    Parameters
-    ----------
-    name, data_dir, download:
-        As for :func:`load_raw`.
-    preprocess:
-        Preprocessing config; ``None`` means ``PreprocessConfig()`` (deduplication only).
-    cache:
-        Read and write the cache; ``False`` always rebuilds and writes nothing.
-
-    Returns
-    -------
-    Dataset
-        Re-indexed interactions and item text; ``dataset.stats()`` gives the paper's Table 1.
-    """
-    cfg = preprocess if preprocess is not None else PreprocessConfig()
-    if not isinstance(cfg, PreprocessConfig):
-        raise ConfigError(f"preprocess must be a PreprocessConfig, got {type(cfg).__name__}")
-    entry = get_entry(name)
-    files = find_raw(entry.spec(), data_dir=data_dir, download=download)
-    if not cache:
-        return run_preprocess(_load(entry, files), cfg)
-    provenance = {
-        "version": CACHE_VERSION,
-        "name": name,
-        "format": files.layout.fmt,
-        "preprocess": to_dict(cfg),
-        "files": files.fingerprint(),
-    }
-    folder = cache_dir("datasets") / f"{_safe(name)}-{sha256_json(provenance)[:16]}"
-    if (folder / "dataset.json").is_file():
-        try:
-            return Dataset.load(folder)
-        except (DataError, KeyError, OSError) as exc:
-            warnings.warn(f"rebuilding the cached dataset {folder}: {exc}", stacklevel=2)
-            shutil.rmtree(folder, ignore_errors=True)
-    dataset = run_preprocess(_load(entry, files), cfg)
-    _save_atomic(dataset, folder, {**provenance, "origin": files.origin})
-    return dataset
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60] or "dataset"
-
-
-def _save_atomic(dataset: Dataset, folder: Path, provenance: dict) -> None:
-    # another process may finish the same folder first; theirs is as good as ours
-    with atomic_folder(folder, replace=False) as tmp:
-        dataset.save(tmp)
-        write_json(tmp / "source.json", provenance)
