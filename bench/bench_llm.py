@@ -55,7 +55,8 @@ def _builder(dataset: str, template: str, max_history: int = 10):
 
 def worker_score(args) -> dict:
     _setup(args.threads)
-    from lmrec.llm.scoring import generate_ranking, generate_text_ranking, score_token_candidates
+    from lmrec.llm.generate import generate_ranking, generate_text_ranking
+    from lmrec.llm.scoring import score_token_candidates
 
     prepared, model, tok, ids, builder, hist = _builder("ml-100k", "bdlm-topk")
     cands = prepared.sets[("topk", "test")]

@@ -111,7 +111,7 @@ def run_lmrec(model_name: str, dataset: str, epochs: int, threads: int, seed: in
     from lmrec.protocol.split import leave_one_out
     from lmrec.train.batches import BatchBuilder, Histories
     from lmrec.train.checkpoint import seed_everything
-    from lmrec.train.run import evaluate_model
+    from lmrec.train.evaluate import evaluate_model
     from lmrec.train.trainer import TrainConfig, history_len, train
 
     torch.set_num_threads(threads)

@@ -4,9 +4,8 @@ import torch
 
 from lmrec.llm import scoring
 from lmrec.llm.features import prompt_features
+from lmrec.llm.generate import generate_constrained, generate_ranking
 from lmrec.llm.scoring import (
-    generate_constrained,
-    generate_ranking,
     last_log_probs,
     score_continuations,
     score_token_candidates,
@@ -115,7 +114,7 @@ def test_prompt_features_are_the_last_top_layer_state_whatever_the_padding(tiny)
 
 
 def test_text_ranking_generates_every_candidate_once(tiny):
-    from lmrec.llm.scoring import generate_text_ranking
+    from lmrec.llm.generate import generate_text_ranking
 
     model, tok = tiny
     cands = [["the one", "User has", "Yes"], ["a", "a b", "b"]]

@@ -138,7 +138,8 @@ def gpt4sm_run(
     from lmrec.eval.significance import RANKS_FILE
     from lmrec.protocol.prepare import prepare
     from lmrec.train.checkpoint import weights_metadata
-    from lmrec.train.run import evaluate_model, make_valid_fn, train_summary
+    from lmrec.train.evaluate import evaluate_model, make_valid_fn
+    from lmrec.train.run import train_summary
     from lmrec.train.trainer import resolve_device, train
     from lmrec.utils.io import write_json
 
