@@ -49,7 +49,7 @@ def test_registry_rejects_duplicates_and_lists_choices():
 
 
 def test_fields_that_may_change_on_resume_are_marked_on_the_config_classes():
-    from lmrec.bdlm.joint import JointConfig
+    from lmrec.bdlm.config import JointConfig
     from lmrec.config import resumable_fields
     from lmrec.llm.finetune import FinetuneConfig
     from lmrec.train.trainer import TrainConfig

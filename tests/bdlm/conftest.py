@@ -9,8 +9,9 @@ import torch
 
 from lmrec.bdlm.aligned import AlignedBatches
 from lmrec.bdlm.cascade import Cascade, CascadeConfig
+from lmrec.bdlm.config import JointConfig
 from lmrec.bdlm.features import FeatureCache
-from lmrec.bdlm.joint import JointConfig, JointSides, JointTrainer
+from lmrec.bdlm.joint import JointSides, JointTrainer
 from lmrec.bdlm.sharing import SharingModule
 from lmrec.llm.finetune import FinetuneConfig
 from lmrec.llm.modes import ModeConfig, apply_mode

@@ -140,7 +140,7 @@ def test_resume_with_another_config_raises(split, tmp_path, make_trainer):
 
 
 def test_config_validation():
-    from lmrec.bdlm.joint import JointConfig
+    from lmrec.bdlm.config import JointConfig
 
     with pytest.raises(ConfigError, match="joint.lam"):
         JointConfig(lam=-1)

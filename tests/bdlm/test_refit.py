@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 
 from lmrec.bdlm.cascade import Cascade, CascadeConfig
+from lmrec.bdlm.config import BDLMConfig
 from lmrec.bdlm.refit import RefitConfig, fit_head, head_parts, refit_on_valid
-from lmrec.bdlm.run import BDLMConfig
 from lmrec.config import from_dict
 from lmrec.errors import ConfigError
 from lmrec.models import LightGCN, LightGCNConfig

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmrec.bdlm.run import BDLMConfig
+from lmrec.bdlm.config import BDLMConfig
 from lmrec.bdlm.sharing import SharingModule
 from lmrec.config import from_dict
 from lmrec.errors import ConfigError

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lmrec.bdlm.run import BDLMConfig
+from lmrec.bdlm.config import BDLMConfig
 from lmrec.config import from_dict, load_file
 from lmrec.experiment.config import experiment_from_dict, load_experiment
 from lmrec.experiment.kinds import bdlm_config

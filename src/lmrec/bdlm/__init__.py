@@ -13,9 +13,10 @@ Modules, in the order data flows through them:
 """
 
 from lmrec.bdlm.cascade import Cascade, CascadeConfig
+from lmrec.bdlm.config import BDLMConfig, DomainSpec, JointConfig
 from lmrec.bdlm.features import FeatureCache
-from lmrec.bdlm.joint import JointConfig, JointSides, JointTrainer
-from lmrec.bdlm.run import BDLMConfig, DomainSpec, run_bdlm
+from lmrec.bdlm.joint import JointSides, JointTrainer
+from lmrec.bdlm.run import run_bdlm
 from lmrec.bdlm.sharing import SharingModule
 
 __all__ = [

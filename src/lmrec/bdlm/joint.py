@@ -36,18 +36,17 @@ state) and ``sharing/`` (M), beside ``state.json``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from lmrec.bdlm.aligned import ROW_SCHEDULES, AlignedBatches, Rows
+from lmrec.bdlm.aligned import AlignedBatches, Rows
 from lmrec.bdlm.cascade import Cascade
+from lmrec.bdlm.config import JointConfig
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
-from lmrec.config import RESUMABLE
-from lmrec.errors import ConfigError, check_ints, check_numbers
 from lmrec.llm.finetune import (
     FinetuneConfig,
     LLMOptimizer,
@@ -63,113 +62,6 @@ from lmrec.train.loop import Loop, Part
 
 # Keys of JointConfig that may change when a run is resumed (they change nothing computed).
 _STREAMS = {"llm": 1, "drs": 2}
-
-
-@dataclass
-class JointConfig:
-    """The schedule and the domain side's optimiser of :class:`JointTrainer`.
-
-    The LLM side's optimiser settings (``lr``, ``lr_tokens``, ``weight_decay``,
-    ``warmup_steps``, ``grad_clip``, ``max_length``, ``gradient_checkpointing``) are those of the
-    LLM config's ``train`` section (:class:`lmrec.llm.finetune.FinetuneConfig`).
-
-    Attributes
-    ----------
-    lam:
-        lambda of eq. 9, the weight of the mutual-learning losses; 0 is *w/o JL*.
-    epochs:
-        Passes over the aligned rows; 0 trains nothing (tuning-free: the pre-loaded LLM and the
-        domain model are scored as they are, i.e. zero-shot prompting with pre-loaded tokens).
-    batch_size:
-        Aligned rows per joint step (each gives 3 SFT prompts with both tasks).
-    rows_per_epoch:
-        Rows per epoch (the first of each shuffled epoch); 0 = every train interaction.
-    lr_drs, weight_decay_drs:
-        Adam's learning rate and L2 for the domain model (the paper: 1e-4).
-    lr_head:
-        Adam's learning rate for the cascade head (it starts from the domain model's output
-        layer, with zero weight on h_LLM, and has to learn that part from few rows).
-    native_weight:
-        Weight of the domain model's own loss (BPR / BCE) in L_DRS, beside the cascade's BCE.
-    write_rate:
-        How much of its rows a side writes into M (1: overwrite).
-    mutual_reduction:
-        What the mutual MSE averages over: ``"element"`` (torch's ``mse_loss``, the paper's
-        equations literally) or ``"row"`` (squared distance per row, d times larger; see
-        :mod:`lmrec.bdlm.sharing`).
-    train_llm, train_drs:
-        Switch one side off (it is then neither stepped nor written into M).
-    seed:
-        Seeds every stream (rows, negatives, dropout of each side).
-    save_every:
-        Also checkpoint every this many steps (0: at the end of each epoch only).
-    keep_checkpoints:
-        Newest checkpoints kept.
-    feature_batch_size:
-        Prompt groups per forward pass when computing h_LLM.
-    rows:
-        The aligned rows' schedule (:mod:`lmrec.bdlm.aligned`): ``random`` (the domain model's
-        own rows) or ``recent`` (every user every epoch, the e-th most recent train item as the
-        target in epoch e: the test task's shape).
-    listwise_weight:
-        Weight of the listwise loss over the top-K prompts' candidate item-token logits
-        (:func:`lmrec.llm.finetune.listwise_loss`) added to the SFT loss; 0 leaves SFT alone.
-    progress:
-        Show a tqdm bar.
-    """
-
-    lam: float = 0.1
-    epochs: int = field(default=1, metadata=RESUMABLE)
-    batch_size: int = 4
-    rows_per_epoch: int = 0
-    lr_drs: float = 1e-4
-    lr_head: float = 1e-3
-    weight_decay_drs: float = 0.0
-    native_weight: float = 1.0
-    write_rate: float = 1.0
-    mutual_reduction: str = "element"
-    train_llm: bool = True
-    train_drs: bool = True
-    seed: int = 0
-    save_every: int = field(default=0, metadata=RESUMABLE)
-    keep_checkpoints: int = 1
-    feature_batch_size: int = 8
-    progress: bool = field(default=True, metadata=RESUMABLE)
-    num_threads: int = field(default=0, metadata=RESUMABLE)
-    rows: str = "random"
-    listwise_weight: float = 0.0
-
-    def __post_init__(self) -> None:
-        check_ints(
-            "joint",
-            self,
-            {
-                "epochs": 0,
-                "batch_size": 1,
-                "rows_per_epoch": 0,
-                "save_every": 0,
-                "keep_checkpoints": 1,
-                "feature_batch_size": 1,
-                "num_threads": 0,
-            },
-        )
-        check_numbers(
-            "joint",
-            self,
-            ("lam", "lr_drs", "lr_head", "weight_decay_drs", "native_weight", "listwise_weight"),
-        )
-        if self.rows not in ROW_SCHEDULES:
-            raise ConfigError(f"joint.rows must be one of {ROW_SCHEDULES}, got {self.rows!r}")
-        if self.lr_drs == 0 or self.lr_head == 0:
-            raise ConfigError("joint.lr_drs and joint.lr_head must be > 0")
-        if not 0 < self.write_rate <= 1:
-            raise ConfigError(f"joint.write_rate must be in (0, 1], got {self.write_rate!r}")
-        if self.mutual_reduction not in ("element", "row"):
-            raise ConfigError(
-                f"joint.mutual_reduction must be 'element' or 'row', got {self.mutual_reduction!r}"
-            )
-        if not (self.train_llm or self.train_drs):
-            raise ConfigError("joint.train_llm and joint.train_drs are both off: nothing to train")
 
 
 @dataclass
@@ -449,4 +341,4 @@ class JointTrainer:
         }
 
 
-__all__ = ["JointConfig", "JointSides", "JointTrainer"]
+__all__ = ["JointSides", "JointTrainer"]

@@ -32,186 +32,28 @@ A folder whose ``metrics.json`` exists is finished: calling again returns it.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from lmrec.bdlm.aligned import AlignedBatches
-from lmrec.bdlm.cascade import Cascade, CascadeConfig
+from lmrec.bdlm.cascade import Cascade
+from lmrec.bdlm.config import BDLMConfig
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.inference import evaluate_cascade, evaluate_domain
-from lmrec.bdlm.joint import JointConfig, JointSides, JointTrainer
+from lmrec.bdlm.joint import JointSides, JointTrainer
 from lmrec.bdlm.refit import RefitConfig, refit_on_lists, refit_on_valid
 from lmrec.bdlm.setup import preloaded_sides
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError
-from lmrec.llm.finetune import FinetuneConfig
-from lmrec.llm.run import LLMRunConfig, PreloadConfig, evaluate_llm, saved_llm
+from lmrec.llm.run import evaluate_llm, saved_llm
 from lmrec.utils.io import read_json, write_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
-SIDES = ("llm", "drs")
-PROJECTIONS = ("copy", "orthogonal", "linear")
-# llm.train fields that the joint schedule owns (JointConfig has them instead).
-_SCHEDULE = {
-    "epochs": "joint.epochs",
-    "batch_size": "joint.batch_size",
-    "max_steps": "joint.rows_per_epoch",
-    "save_every": "joint.save_every",
-    "keep_checkpoints": "joint.keep_checkpoints",
-    "seed": "joint.seed",
-}
 # Keys that change how a run goes, not what it computes (a finished run stays valid).
 _COSMETIC = {("joint", "progress"), ("joint", "num_threads"), ("joint", "save_every")}
-
-
-@dataclass
-class DomainSpec:
-    """The domain model BDLM pairs the LLM with.
-
-    Attributes
-    ----------
-    model:
-        A registered model with user and item tables: ``lightgcn`` (the paper's main choice),
-        ``neumf`` (NCF, the paper's Table 4), ``gmf`` or ``mf``.
-    model_config:
-        Its config; ``dim`` defaults to the LLM's hidden size and must equal it.
-    train_config:
-        Its :class:`lmrec.train.TrainConfig` for pre-training (``seed`` defaults to
-        ``joint.seed``).
-    run:
-        A finished ``lmrec train`` folder of such a model to use instead of training one.
-    """
-
-    model: str = "lightgcn"
-    model_config: dict = field(default_factory=dict)
-    train_config: dict = field(default_factory=dict)
-    run: str | None = None
-
-
-@dataclass
-class BDLMConfig:
-    """Everything one BDLM run needs.
-
-    Attributes
-    ----------
-    llm:
-        The LLM side (:class:`lmrec.llm.run.LLMRunConfig`): model, device, ``id_tokens``
-        (false: text-only prompts, *w/o ET*), training mode, prompts, SFT prompt kinds
-        (``examples``), optimiser (``train``: only lr, lr_tokens, weight_decay, warmup_steps,
-        grad_clip, max_length, gradient_checkpointing; the schedule is ``joint``'s), and the
-        evaluation settings (``tasks``, ``eval_limit``, ``eval_batch_size``) both sides use.
-    domain:
-        The domain model (:class:`DomainSpec`).
-    joint:
-        The joint trainer (:class:`lmrec.bdlm.joint.JointConfig`), with lambda as ``lam``.
-    cascade:
-        The domain side's head (:class:`lmrec.bdlm.cascade.CascadeConfig`).
-    cascade_refit:
-        Refit that head on held-out interactions after joint training
-        (:class:`lmrec.bdlm.refit.RefitConfig`; off by default).
-    preload:
-        Pre-load the user/item tokens from the domain model (false: *w/o PE*).
-    projection:
-        How domain rows reach the LLM's width: ``copy`` (the domain model is as wide as the
-        LLM, the paper's setting), ``orthogonal`` (a narrower domain model, e.g. LightGCN at its
-        best width 64, mapped by a fixed seeded matrix with orthonormal rows and rescaled to the
-        LM's embedding norm) or ``linear`` (a map with bias fitted by ridge least squares from
-        the item rows to the LM embedding of their titles, so items land near their words);
-        M stays in the domain width (:mod:`lmrec.bdlm.sharing`).
-    share_prefix:
-        Compute h_LLM of prompts with a common beginning from one encoding of it.
-    evaluate:
-        Which sides to score: ``llm`` (BDLM-llm), ``drs`` (BDLM-drs).
-    preprocess, candidates, data_dir:
-        As for every method (:func:`lmrec.protocol.prepare.prepare`).
-    """
-
-    llm: LLMRunConfig = field(default_factory=LLMRunConfig)
-    domain: DomainSpec = field(default_factory=DomainSpec)
-    joint: JointConfig = field(default_factory=JointConfig)
-    cascade: CascadeConfig = field(default_factory=CascadeConfig)
-    cascade_refit: RefitConfig = field(default_factory=RefitConfig)
-    preload: bool = True
-    projection: str = "copy"
-    share_prefix: bool = True
-    evaluate: list[str] = field(default_factory=lambda: list(SIDES))
-    preprocess: dict = field(default_factory=dict)
-    candidates: dict = field(default_factory=dict)
-    data_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        for name, cls in (
-            ("llm", LLMRunConfig),
-            ("domain", DomainSpec),
-            ("joint", JointConfig),
-            ("cascade", CascadeConfig),
-            ("cascade_refit", RefitConfig),
-        ):
-            if isinstance(getattr(self, name), dict):
-                setattr(self, name, from_dict(cls, getattr(self, name), f"bdlm.{name}"))
-        if self.cascade_refit.rows == "lists" and (
-            self.cascade.hidden or not self.cascade.use_llm_score
-        ):
-            raise ConfigError(
-                "bdlm.cascade_refit.rows 'lists' fits the head's LLM-score column: it needs "
-                "cascade.hidden 0 and cascade.use_llm_score true"
-            )
-        if self.cascade_refit.rows == "valid" and (
-            self.cascade.hidden or not self.cascade.use_llm_feature
-        ):
-            raise ConfigError(
-                "bdlm.cascade_refit refits the paper's linear head over [f_DRS ; h_LLM]: it needs "
-                "cascade.hidden 0 and cascade.use_llm_feature true"
-            )
-        if (
-            self.joint.listwise_weight > 0
-            and "topk" in self.llm.examples.tasks
-            and (not self.llm.id_tokens or self.llm.prompt.template("topk").answer != "item_token")
-        ):
-            raise ConfigError(
-                "bdlm.joint.listwise_weight reads the candidates' item-token logits: it needs "
-                "llm.id_tokens true and a top-K template that answers with an item token "
-                "(e.g. id-topk or bdlm-topk)"
-            )
-        if self.cascade.use_llm_score and self.cascade_refit.rows != "lists":
-            raise ConfigError(
-                "bdlm.cascade.use_llm_score: the LLM-score column is fitted only by "
-                "cascade_refit.rows 'lists' (joint training feeds it 0); set both"
-            )
-        if self.projection not in PROJECTIONS:
-            raise ConfigError(
-                f"bdlm.projection must be one of {PROJECTIONS}, got {self.projection!r}"
-            )
-        bad = [s for s in self.evaluate if s not in SIDES]
-        if bad:
-            raise ConfigError(f"bdlm.evaluate must be a subset of {SIDES}, got {bad}")
-        llm = self.llm
-        if to_dict(llm.preload) != to_dict(PreloadConfig()):
-            raise ConfigError(
-                "bdlm.llm.preload: BDLM pre-loads from its own domain model; use bdlm.preload "
-                "(true/false) and bdlm.domain instead"
-            )
-        for name in ("preprocess", "candidates", "data_dir"):
-            if getattr(llm, name):
-                raise ConfigError(
-                    f"bdlm.llm.{name}: set {name} at the top level of the BDLM config (both "
-                    "sides use the same data)"
-                )
-        defaults = to_dict(FinetuneConfig())
-        for name, where in _SCHEDULE.items():
-            if getattr(llm.train, name) != defaults[name]:
-                raise ConfigError(
-                    f"bdlm.llm.train.{name}: the joint trainer owns the schedule; set {where}"
-                )
-        if not llm.id_tokens and (self.preload or self.joint.lam > 0):
-            raise ConfigError(
-                "bdlm.llm.id_tokens is false (text-only, w/o ET): there are no token rows to "
-                "pre-load or share; set bdlm.preload: false and bdlm.joint.lam: 0"
-            )
 
 
 def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path) -> dict:

@@ -146,7 +146,8 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
     quick); the id maps must equal the saved ones, else the weights no longer line up.
     """
     from lmrec.bdlm.cascade import Cascade
-    from lmrec.bdlm.run import CONFIG_FILE, BDLMConfig
+    from lmrec.bdlm.config import BDLMConfig
+    from lmrec.bdlm.run import CONFIG_FILE
     from lmrec.config import from_dict
     from lmrec.llm.modes import apply_mode
     from lmrec.llm.prompts import PromptBuilder

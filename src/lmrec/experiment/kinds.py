@@ -85,7 +85,8 @@ def run_bdlm_cell(cell, out_dir: Path) -> dict[str, float]:
     Also returns the domain model alone on the same users as ``domain/...`` keys (on the drs
     side) and the joint training's scalars as ``train/...``.
     """
-    from lmrec.bdlm.run import BDLMConfig, run_bdlm
+    from lmrec.bdlm.config import BDLMConfig
+    from lmrec.bdlm.run import run_bdlm
     from lmrec.config import from_dict
 
     side, config, from_method = bdlm_config(cell)
@@ -133,7 +134,7 @@ def run_bdlm_cell(cell, out_dir: Path) -> dict[str, float]:
 
 def check_bdlm_cell(cell) -> None:
     """The :class:`~lmrec.bdlm.run.BDLMConfig` a ``bdlm`` cell builds (no work done)."""
-    from lmrec.bdlm.run import BDLMConfig
+    from lmrec.bdlm.config import BDLMConfig
     from lmrec.config import from_dict
 
     _, config, from_method = bdlm_config(cell)
