@@ -38,6 +38,7 @@ from lmrec.eval.metrics import (
 )
 from lmrec.protocol.candidates import CandidateSet
 from lmrec.protocol.split import Split
+from lmrec.utils.distributed import processes
 
 ScoreFn = Callable[[np.ndarray, np.ndarray], ArrayLike]
 # (stage, task) -> the score_fn of that stage ("valid"/"test") and task ("topk"/"interaction")
@@ -81,14 +82,18 @@ def score_candidates(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n, c = cands.items.shape
-    out = np.empty((n, c), dtype=np.float64)
-    starts = range(0, n, batch_size)
+    # under several processes each scores its contiguous share of the rows; gathered in order
+    procs = processes()
+    mine = procs.shard(np.arange(n))
+    lo, hi = (int(mine[0]), int(mine[-1]) + 1) if len(mine) else (0, 0)
+    out = np.empty((hi - lo, c), dtype=np.float64)
+    starts = range(lo, hi, batch_size)
     desc = f"scoring {cands.task}/{cands.stage}"
-    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress):
-        stop = min(start + batch_size, n)
+    for start in tqdm(starts, desc=desc, unit="batch", disable=not progress or not procs.is_main):
+        stop = min(start + batch_size, hi)
         batch = score_fn(cands.users[start:stop], cands.items[start:stop])
-        out[start:stop] = _batch_scores(batch, (stop - start, c), "score_fn")
-    return out
+        out[start - lo : stop - lo] = _batch_scores(batch, (stop - start, c), "score_fn")
+    return procs.gather(out)
 
 
 def topk_metrics(
@@ -281,7 +286,7 @@ def evaluate_candidate_sets(
         if scores is None:
             scores, _, _ = run("topk", "test")
         out.update({f"topk/{k}": v for k, v in topk_metrics(scores, cands.labels, ks).items()})
-        if ranks_to is not None:
+        if ranks_to is not None and processes().is_main:
             from lmrec.eval.significance import save_ranks
 
             save_ranks(ranks_to, cands, scores)

@@ -24,7 +24,7 @@ from lmrec.errors import ConfigError, DataError, check_ints
 from lmrec.llm.modes import param_groups
 from lmrec.llm.prompts import Prompt
 from lmrec.llm.scoring import forward, model_device
-from lmrec.llm.sft import IGNORE, SFTCollator, answer_loss, encode_example
+from lmrec.llm.sft import IGNORE, SFTCollator, answer_loss, answer_tokens, encode_example
 from lmrec.train.loop import CHECKPOINTS, Loop, Part
 
 
@@ -45,6 +45,9 @@ class FinetuneConfig:
     max_length: int = 1024
     gradient_checkpointing: bool = field(default=False, metadata=RESUMABLE)
     seed: int = 0
+    # micro-batches a process splits its share of each step's batch into (memory, not math:
+    # the step's loss is normalised by the whole batch's answer tokens, as with one process)
+    accumulation_steps: int = field(default=1, metadata=RESUMABLE)
 
     def __post_init__(self) -> None:
         check_ints(
@@ -58,6 +61,7 @@ class FinetuneConfig:
                 "save_every": 0,
                 "keep_checkpoints": 1,
                 "max_length": 2,
+                "accumulation_steps": 1,
             },
         )
         if self.lr <= 0 or self.lr_tokens <= 0:
@@ -66,11 +70,14 @@ class FinetuneConfig:
             raise ConfigError("train.keep_checkpoints must be >= 1")
 
 
-def batch_loss(model, batch: dict[str, torch.Tensor], return_logits: bool = False):
+def batch_loss(
+    model, batch: dict[str, torch.Tensor], return_logits: bool = False, reduction: str = "mean"
+):
     """Answer-only cross-entropy of one left-padded batch, computing only the answers' logits.
 
     With ``return_logits`` returns ``(loss, logits, labels)``: the logits of the last positions
-    and the labels aligned with them (what :func:`listwise_loss` reads).
+    and the labels aligned with them (what :func:`listwise_loss` reads). ``reduction``: see
+    :func:`lmrec.llm.sft.answer_loss`.
     """
     labels = batch["labels"]
     labelled = (labels != IGNORE).long()
@@ -78,7 +85,7 @@ def batch_loss(model, batch: dict[str, torch.Tensor], return_logits: bool = Fals
     first = int(labelled.argmax(1).min()) if labelled.any() else labels.shape[1] - 1
     keep = labels.shape[1] - first + 1
     out = forward(model, batch["input_ids"], batch["attention_mask"], keep)
-    loss = answer_loss(out.logits, labels[:, -keep:])
+    loss = answer_loss(out.logits, labels[:, -keep:], reduction)
     if return_logits:
         return loss, out.logits, labels[:, -keep:]
     return loss
@@ -120,9 +127,16 @@ class LLMOptimizer:
 
     def step(self, loss: torch.Tensor, step: int) -> None:
         """Backpropagate ``loss`` and take optimiser step ``step`` (counted from 0)."""
-        cfg = self.config
-        self.opt.zero_grad(set_to_none=True)
+        self.zero_grad()
         loss.backward()
+        self.finish(step)
+
+    def zero_grad(self) -> None:
+        self.opt.zero_grad(set_to_none=True)
+
+    def finish(self, step: int) -> None:
+        """Clip the accumulated gradients, warm the rates up, take optimiser step ``step``."""
+        cfg = self.config
         if cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         warm = min(1.0, (step + 1) / max(1, cfg.warmup_steps))  # linear warm-up, then flat
@@ -158,6 +172,7 @@ def train_sft(
         raise DataError("no training examples: does the split have users with >= 2 train items?")
     device = model_device(model)
     rows = [encode_example(tokenizer, e, config.max_length) for e in examples]
+    tokens = np.array([answer_tokens(r) for r in rows])
     collate = SFTCollator(tokenizer.pad_token_id)
     per_epoch = math.ceil(len(rows) / config.batch_size)
     stepper = LLMOptimizer(model, config)
@@ -175,20 +190,40 @@ def train_sft(
         keep=config.keep_checkpoints,
         progress=progress,
         desc="llm sft",
+        distributed=True,
     )
+    procs = loop.procs
     if config.gradient_checkpointing:
         enable_checkpointing(model)
     model.train()
+    engine = procs.wrap(model)  # DDP under several processes, the model itself otherwise
 
     def step_fn(step: int) -> dict[str, float]:
         epoch, k = divmod(step, per_epoch)
         order = np.random.default_rng([config.seed, epoch]).permutation(len(rows))
         idx = order[k * config.batch_size : (k + 1) * config.batch_size]
-        batch = {n: t.to(device) for n, t in collate([rows[i] for i in idx]).items()}
-        torch.manual_seed(config.seed * 1_000_003 + step)  # dropout masks: same after a resume
-        loss = batch_loss(model, batch)
-        stepper.step(loss, step)
-        return {"loss": loss.item()}
+        total = int(tokens[idx].sum())  # the whole batch's answer tokens, on every process
+        mine = procs.shard(idx)
+        # a process with no rows still joins the gradient all-reduce, with a zero-weight row
+        weight = 1.0 if len(mine) else 0.0
+        mine = mine if len(mine) else idx[:1]
+        micro = [m for m in np.array_split(mine, config.accumulation_steps) if len(m)]
+        stepper.zero_grad()
+        local = 0.0
+        for j, part in enumerate(micro):
+            # dropout masks seeded by (step, micro-batch of the whole batch): the same after a
+            # resume, and the same whichever process or micro-batch slot computes a shard
+            slot = procs.rank * config.accumulation_steps + j
+            torch.manual_seed(config.seed * 1_000_003 + step + slot * 7_919_993)
+            batch = {n: t.to(device) for n, t in collate([rows[i] for i in part]).items()}
+            with procs.no_sync(engine, skip=j < len(micro) - 1):
+                summed = batch_loss(engine, batch, reduction="sum")
+                # DDP averages gradients over processes: scale so they add up to the mean over
+                # the whole batch's tokens, the gradient one process computes
+                (summed * (weight * procs.world / max(total, 1))).backward()
+            local += weight * summed.item()
+        stepper.finish(step)
+        return {"loss": procs.sum(local) / max(total, 1)}
 
     stats = loop.run(step_fn)
     trained = (stats["steps"] - stats["resumed_from"]) * config.batch_size
@@ -203,6 +238,7 @@ def train_sft(
         # what the same run reports uninterrupted
         "final_loss": stats["final"].get("loss"),
         "peak_memory_mb": stats["peak_memory_mb"],
+        "processes": procs.world,
     }
 
 

@@ -37,6 +37,7 @@ from lmrec.llm.scoring import score_continuations, score_token_candidates, score
 from lmrec.llm.sft import ExampleConfig, training_examples
 from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
 from lmrec.train.loop import latest_checkpoint, load_trainable
+from lmrec.utils.distributed import processes
 from lmrec.utils.io import read_json, write_json
 from lmrec.utils.precision import PRECISIONS, resolve_precision, set_precision
 
@@ -344,12 +345,17 @@ def llm_train(
     prepared = _prepare(dataset_name, cfg)
     ds = prepared.dataset
     run_config = {"dataset": dataset_name, "llm": to_dict(cfg)}
-    if (out / CONFIG_FILE).is_file() and saved_run(read_json(out / CONFIG_FILE)) != run_config:
-        raise ConfigError(f"{out} holds a run with another config; use a new out_dir")
-    write_json(out / CONFIG_FILE, run_config)
-    ds.users.save(out / "user_ids.json")
-    ds.items.save(out / "item_ids.json")
-    write_json(out / "protocol.json", prepared.protocol())
+    if (out / CONFIG_FILE).is_file():
+        saved = _resumable_view(saved_run(read_json(out / CONFIG_FILE)))
+        if saved != _resumable_view(run_config):
+            raise ConfigError(f"{out} holds a run with another config; use a new out_dir")
+    # under several processes (torchrun / accelerate launch) only the main one writes files
+    main = processes().is_main
+    if main:
+        write_json(out / CONFIG_FILE, run_config)
+        ds.users.save(out / "user_ids.json")
+        ds.items.save(out / "item_ids.json")
+        write_json(out / "protocol.json", prepared.protocol())
 
     if (out / ROWS_FILE).is_file():  # resuming: the rows were made (maybe from a domain model)
         model, tok, ids, _ = build_llm(cfg, ds.n_users, ds.n_items, ds.titles())
@@ -359,11 +365,13 @@ def llm_train(
         if cfg.id_tokens and cfg.preload.init == "domain":
             tables = domain_tables(cfg.preload, dataset_name, out, prepared)
         model, tok, ids, record = build_llm(cfg, ds.n_users, ds.n_items, ds.titles(), tables)
-        if ids is not None:
+        if main and ids is not None:
             ids.save(out / "id_tokens.json")
             save_file({"rows": id_rows(model, ids)}, str(out / ROWS_FILE))
-        write_json(out / "preload.json", record)
-    tok.save_pretrained(out / "tokenizer")
+        if main:
+            write_json(out / "preload.json", record)
+    if main:
+        tok.save_pretrained(out / "tokenizer")
     builder = PromptBuilder(cfg.prompt, ds.titles(), ids, tok)
     model = apply_mode(model, cfg.mode, ids, tok)
 
@@ -371,7 +379,8 @@ def llm_train(
     if cfg.mode.mode != "none":
         examples = training_examples(prepared.split, builder, cfg.examples)
         stats.update(train_sft(model, tok, examples, cfg.train, out))
-    write_json(out / "train.json", stats)
+    if main:
+        write_json(out / "train.json", stats)
     from lmrec.eval.significance import RANKS_FILE
 
     metrics = evaluate_llm(
@@ -391,14 +400,32 @@ def llm_train(
             if isinstance(v, int | float) and v is not None
         }
     )
-    write_json(out / METRICS_FILE, metrics)
+    if main:
+        write_json(out / METRICS_FILE, metrics)
     return metrics
+
+
+def _resumable_view(run_config: dict) -> dict:
+    """A run config without the training fields that may change when it resumes (how long it
+    runs, what it keeps: :data:`lmrec.config.RESUMABLE` on :class:`FinetuneConfig`)."""
+    from lmrec.config import resumable_fields
+
+    out = {**run_config, "llm": dict(run_config.get("llm") or {})}
+    train = dict(out["llm"].get("train") or {})
+    for name in resumable_fields(FinetuneConfig):
+        train.pop(name, None)
+    out["llm"]["train"] = train
+    return out
 
 
 def saved_llm(llm: dict) -> dict:
     """A saved ``llm`` config section as today's code reads it: a run written before
-    ``precision`` existed computed in fp32."""
-    return {**llm, "precision": llm.get("precision", "fp32")}
+    ``precision`` existed computed in fp32, and one written before ``accumulation_steps``
+    took one micro-batch a step."""
+    out = {**llm, "precision": llm.get("precision", "fp32")}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {"accumulation_steps": 1, **out["train"]}
+    return out
 
 
 def saved_run(run_config: dict) -> dict:

@@ -146,12 +146,22 @@ class SFTCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-def answer_loss(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean next-token cross-entropy over labelled (answer) positions: (B, T, V), (B, T) -> ()."""
+def answer_loss(logits: Tensor, labels: Tensor, reduction: str = "mean") -> Tensor:
+    """Next-token cross-entropy over labelled (answer) positions: (B, T, V), (B, T) -> ().
+
+    ``reduction``: ``"mean"`` over the answer tokens, or their ``"sum"`` (to normalise by a
+    global batch's token count when the batch is split across processes or micro-batches).
+    """
     shift_logits = logits[:, :-1].float()
     shift_labels = labels[:, 1:]
     return torch.nn.functional.cross_entropy(
         shift_logits.reshape(-1, shift_logits.shape[-1]),
         shift_labels.reshape(-1),
         ignore_index=IGNORE,
+        reduction=reduction,
     )
+
+
+def answer_tokens(row: dict) -> int:
+    """How many answer tokens of an :func:`encode_example` row the loss counts."""
+    return sum(label != IGNORE for label in row["labels"][1:])

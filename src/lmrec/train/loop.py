@@ -55,6 +55,7 @@ from lmrec.train.checkpoint import (
     seed_everything,
     set_rng_state,
 )
+from lmrec.utils.distributed import processes, require_one_process
 from lmrec.utils.io import atomic_folder, read_json, write_json
 from lmrec.utils.memory import configure_malloc
 
@@ -189,6 +190,9 @@ class Loop:
         See the module docstring; ``desc`` labels the progress bar.
     config_name:
         How errors name ``config`` (``"train config"``, ``"joint config"``).
+    distributed:
+        The step function shards its work across the processes of a multi-process launch
+        (:mod:`lmrec.utils.distributed`); a trainer that does not is refused under one.
     state:
         Extra keys the caller keeps in the saved state (e.g. early-stopping counters), with
         their initial values; a resume restores them.
@@ -210,8 +214,12 @@ class Loop:
         progress: bool = True,
         desc: str = "train",
         config_name: str = "train config",
+        distributed: bool = False,
         state: dict[str, Any] | None = None,
     ) -> None:
+        if not distributed:
+            require_one_process(f"{desc} training")
+        self.procs = processes()
         self.config_name = config_name
         self.parts = parts
         self.config = config
@@ -223,7 +231,7 @@ class Loop:
         self.num_threads = num_threads
         self.save_every = save_every
         self.keep = keep
-        self.progress = progress
+        self.progress = progress and self.procs.is_main
         self.desc = desc
         self.state: dict[str, Any] = {
             "step": 0,
@@ -243,11 +251,15 @@ class Loop:
     # ------------------------------------------------------------------------- files
 
     def save(self) -> Path:
-        """Write the checkpoint of the current step; returns its folder."""
+        """Write the checkpoint of the current step (the main process writes the full state,
+        the others wait for it); returns its folder."""
         assert self.out_dir is not None
+        final = self.out_dir / CHECKPOINTS / f"step-{self.state['step']:07d}"
+        if not self.procs.is_main:
+            self.procs.barrier()
+            return final
         self.state["recent"] = [{k: float(v) for k, v in r.items()} for r in self.state["recent"]]
         self.state["epoch_sums"] = {k: float(v) for k, v in self.state["epoch_sums"].items()}
-        final = self.out_dir / CHECKPOINTS / f"step-{self.state['step']:07d}"
         with atomic_folder(final) as tmp:
             for part in self.parts:
                 part.save(tmp)
@@ -255,6 +267,7 @@ class Loop:
             write_json(tmp / STATE_FILE, state)
         for old in checkpoint_dirs(self.out_dir)[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
+        self.procs.barrier()
         return final
 
     def start(self) -> int:
@@ -278,8 +291,9 @@ class Loop:
         if self.out_dir is None:
             return 0
         # temporary folders of a checkpoint whose writing was killed (never complete ones)
-        for stale in (self.out_dir / CHECKPOINTS).glob(".step-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        if self.procs.is_main:
+            for stale in (self.out_dir / CHECKPOINTS).glob(".step-*"):
+                shutil.rmtree(stale, ignore_errors=True)
         ckpt = latest_checkpoint(self.out_dir)
         if ckpt is None:
             return 0
