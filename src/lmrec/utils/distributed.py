@@ -81,7 +81,19 @@ class Processes:
         several processes, unchanged otherwise."""
         if self.world == 1:
             return model
-        return _accelerator(self.cpu).prepare_model(model)
+        from accelerate.utils import DistributedType
+
+        accelerator = _accelerator(self.cpu)
+        if accelerator.distributed_type not in (
+            DistributedType.MULTI_CPU,
+            DistributedType.MULTI_GPU,
+        ):
+            raise ConfigError(
+                f"the launch asks for {accelerator.distributed_type.value}; lmrec's training "
+                "loop drives DDP (MULTI_CPU / MULTI_GPU) so far: FSDP and DeepSpeed need the "
+                "optimiser and checkpoints handed to the engine, which the loop does not do yet"
+            )
+        return accelerator.prepare_model(model)
 
     @contextlib.contextmanager
     def no_sync(self, model: torch.nn.Module, skip: bool) -> Iterator[None]:
