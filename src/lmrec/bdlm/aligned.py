@@ -72,6 +72,10 @@ class Rows:
     def __len__(self) -> int:
         return len(self.users)
 
+    def subset(self, index: np.ndarray) -> Rows:
+        """The rows at ``index`` (one process's shard of a batch)."""
+        return Rows(self.users[index], self.pos[index], self.neg[index], self.position[index])
+
     def tensors(self, device: torch.device | str = "cpu") -> tuple[Tensor, Tensor, Tensor]:
         """(users, pos, neg) as int64 tensors on ``device``."""
         return tuple(  # type: ignore[return-value]

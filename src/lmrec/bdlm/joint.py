@@ -35,18 +35,22 @@ state) and ``sharing/`` (M), beside ``state.json``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from lmrec.bdlm.aligned import AlignedBatches, Rows
 from lmrec.bdlm.cascade import Cascade
 from lmrec.bdlm.config import JointConfig
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
+from lmrec.errors import ConfigError
 from lmrec.llm.finetune import (
     FinetuneConfig,
     LLMOptimizer,
@@ -56,9 +60,10 @@ from lmrec.llm.finetune import (
 )
 from lmrec.llm.prompts import PromptBuilder
 from lmrec.llm.scoring import model_device
-from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example
+from lmrec.llm.sft import ExampleConfig, SFTCollator, answer_tokens, encode_example
 from lmrec.llm.tokens import IdTokens, id_token_rows
 from lmrec.train.loop import Loop, Part
+from lmrec.utils.distributed import processes
 
 # Keys of JointConfig that may change when a run is resumed (they change nothing computed).
 _STREAMS = {"llm": 1, "drs": 2}
@@ -91,6 +96,33 @@ class JointSides:
     cascade: Cascade
     sharing: SharingModule | None
     features: FeatureCache
+
+
+class DomainStep(nn.Module):
+    """The domain side's differentiable outputs of one joint step, computed in one forward
+    call so that DDP (which hooks ``forward``) synchronises the cascade's gradients: the
+    cascade's BCE on the rows' (user, positive) / (user, negative) pairs, the domain model's
+    own loss on the rows, and its table rows of the batch's users and items (for M)."""
+
+    def __init__(self, cascade: Cascade) -> None:
+        super().__init__()
+        self.cascade = cascade
+
+    def forward(
+        self, rows: Rows, h: torch.Tensor | None, users: torch.Tensor, items: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+        cascade = self.cascade
+        dev = users.device
+        tables = cascade.tables()
+        u, pos, neg = rows.tensors(dev)
+        pairs = torch.stack([pos, neg], 1)  # (B, 2)
+        labels = torch.tensor([[1.0, 0.0]], device=dev).expand(len(rows), 2)
+        bce = cascade.loss(u.unsqueeze(1), pairs, labels, h, tables)
+        native = cascade.domain.loss(
+            AlignedBatches.domain_batch(rows, cascade.domain.batch_kind, dev)
+        )
+        p_u = None if tables[0] is None else tables[0][users]
+        return bce, native, p_u, tables[1][items]
 
 
 def _stream_seed(seed: int, side: str, step: int) -> int:
@@ -152,6 +184,17 @@ class JointTrainer:
                     {"params": list(cascade.head.parameters()), "lr": config.lr_head},
                 ]
             )
+        # several processes (torchrun / accelerate launch): each takes a contiguous shard of
+        # every step's rows; both sides are wrapped for DDP by Accelerate, so their gradients
+        # are averaged, and every loss is scaled so the average is the one-process gradient
+        self.procs = processes()
+        if self.procs.world > config.batch_size:
+            raise ConfigError(
+                f"joint.batch_size {config.batch_size} is smaller than the {self.procs.world} "
+                "processes: every process needs rows"
+            )
+        self.llm_engine = self.procs.wrap(sides.llm) if config.train_llm else None
+        self.drs_engine = self.procs.wrap(DomainStep(sides.cascade)) if config.train_drs else None
         self.step = 0
         self.history: list[dict[str, Any]] = []  # one entry per finished epoch
 
@@ -169,34 +212,53 @@ class JointTrainer:
     def _shared(self, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         return unique_ids(rows.users), unique_ids(rows.pos, rows.neg)
 
+    def _local(self, rows: Rows) -> np.ndarray:
+        """The indices of the rows this process computes (all of them in one process)."""
+        return self.procs.shard(np.arange(len(rows)))
+
     def llm_step(self, rows: Rows, step: int, epoch: int, k: int) -> dict[str, float]:
-        """One optimiser step of the LLM side on the rows' prompts, then its write into M."""
+        """One optimiser step of the LLM side on the rows' prompts, then its write into M.
+
+        Every process draws the whole batch's prompts (they are seeded by the batch), encodes
+        its shard of rows, and scales its losses by its share of the batch (answer tokens for
+        SFT, rows for the listwise loss); the mutual loss is over the whole batch's users and
+        items on every process, so DDP's average of the gradients is one process's gradient.
+        """
         s = self.sides
+        procs = self.procs
         cands = None
         if "topk" in self.examples.tasks:  # drawn once: the prompts and the listwise loss
             cands = self.batches.topk_candidates(rows, self.examples, epoch, k)
         prompts = self.batches.llm_prompts(rows, s.builder, self.examples, epoch, k, cands)
-        encoded = [encode_example(s.tokenizer, p, self.llm_cfg.max_length) for p in prompts]
+        per_row = len(prompts) // len(rows)  # each row's prompts, the top-K prompt first
+        local = self._local(rows)
+        mine = [prompts[r * per_row + j] for r in local for j in range(per_row)]
+        encoded = [encode_example(s.tokenizer, p, self.llm_cfg.max_length) for p in mine]
+        tokens = sum(answer_tokens(e) for e in encoded)
+        all_tokens = procs.sum(tokens)
         batch = {n: t.to(self.device) for n, t in self.collate(encoded).items()}
         torch.manual_seed(_stream_seed(self.cfg.seed, "llm", step))  # dropout masks
         s.llm.train()
         listwise = self.cfg.listwise_weight > 0 and "topk" in self.examples.tasks
+        engine = self.llm_engine
         if listwise:
-            sft, logits, labels = batch_loss(s.llm, batch, return_logits=True)
-            per_row = len(prompts) // len(rows)  # the top-K prompt leads each row's prompts
+            sft, logits, labels = batch_loss(engine, batch, return_logits=True)
             ranked = listwise_loss(
                 logits,
                 labels,
-                torch.arange(0, len(prompts), per_row, device=logits.device),
-                s.ids.token_ids("item", torch.as_tensor(cands)),
+                torch.arange(0, len(mine), per_row, device=logits.device),
+                s.ids.token_ids("item", torch.as_tensor(cands[local])),
             )
         else:
-            sft = batch_loss(s.llm, batch)
-        loss = sft
-        out = {"llm/sft": sft.item()}
+            sft = batch_loss(engine, batch)
+        # the whole batch's means are sums of the processes' shares; DDP divides by world
+        world = procs.world
+        loss = sft * (world * tokens / max(all_tokens, 1))
+        out = {"llm/sft": procs.sum(sft.item() * tokens) / max(all_tokens, 1)}
         if listwise:
-            loss = loss + self.cfg.listwise_weight * ranked
-            out["llm/listwise"] = ranked.item()
+            share = len(local) / len(rows)
+            loss = loss + self.cfg.listwise_weight * ranked * (world * share)
+            out["llm/listwise"] = procs.sum(ranked.item() * share)
         users, items = self._shared(rows)
         shares = s.sharing is not None and s.ids is not None
         if shares and self.cfg.lam > 0:
@@ -208,7 +270,7 @@ class JointTrainer:
         elif shares:
             out["llm/mut"] = s.sharing.distance("llm", users, items, *self._llm_rows(users, items))
         self.llm_stepper.step(loss, step)
-        if shares:
+        if shares:  # the same rows on every process: the LLM's weights are the same everywhere
             s.sharing.write("llm", users, items, *self._llm_rows(users, items))
         return out
 
@@ -230,28 +292,32 @@ class JointTrainer:
         return h.view(len(rows), 2, -1)
 
     def drs_step(self, rows: Rows, step: int) -> dict[str, float]:
-        """One optimiser step of the domain side (cascade + native loss), then its write."""
+        """One optimiser step of the domain side (cascade + native loss), then its write.
+
+        Under several processes each computes its shard of the rows (scaled by its share) and
+        the mutual loss over the whole batch's ids, as :meth:`llm_step` does.
+        """
         s = self.sides
+        procs = self.procs
         cascade = s.cascade
         dev = next(cascade.parameters()).device
-        h = self.llm_features(rows)
+        local = self._local(rows)
+        mine = rows if procs.world == 1 else rows.subset(local)
+        h = self.llm_features(mine)
         torch.manual_seed(_stream_seed(self.cfg.seed, "drs", step))  # dropout masks
         cascade.train()
-        tables = cascade.tables()
-        u, pos, neg = rows.tensors(dev)
-        items = torch.stack([pos, neg], 1)  # (B, 2)
-        labels = torch.tensor([[1.0, 0.0]], device=dev).expand(len(rows), 2)
-        bce = cascade.loss(u.unsqueeze(1), items, labels, None if h is None else h.to(dev), tables)
-        loss = bce
-        out = {"drs/bce": bce.item()}
-        if self.cfg.native_weight:
-            kind = cascade.domain.batch_kind
-            native = cascade.domain.loss(AlignedBatches.domain_batch(rows, kind, dev))
-            loss = loss + self.cfg.native_weight * native
-            out["drs/native"] = native.item()
         users, items_u = self._shared(rows)
+        bce, native, p_u, q_i = self.drs_engine(
+            mine, None if h is None else h.to(dev), users.to(dev), items_u.to(dev)
+        )
+        share = len(mine) / len(rows)
+        scale = procs.world * share
+        loss = bce * scale
+        out = {"drs/bce": procs.sum(bce.item() * share)}
+        if self.cfg.native_weight:
+            loss = loss + self.cfg.native_weight * native * scale
+            out["drs/native"] = procs.sum(native.item() * share)
         if s.sharing is not None:
-            p_u, q_i = tables[0][users.to(dev)], tables[1][items_u.to(dev)]
             if self.cfg.lam > 0:
                 mut = s.sharing.mutual_loss("drs", users, items_u, p_u, q_i)
                 loss = loss + self.cfg.lam * mut
@@ -305,7 +371,21 @@ class JointTrainer:
             progress=self.cfg.progress,
             desc="bdlm joint",
             config_name="joint config",
+            distributed=True,
         )
+
+    def _check_sharing(self) -> str:
+        """M's checksum, checked equal on every process (each writes the whole batch's rows
+        from weights DDP keeps equal, so M never needs sending); raises if they drifted."""
+        m = self.sides.sharing
+        digest = hashlib.sha256()
+        for t in (m.users, m.items, m.scales):
+            digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+        mine = digest.hexdigest()
+        every = self.procs.gather(np.array([int(mine[:15], 16)]))
+        if len(set(every.tolist())) != 1:
+            raise RuntimeError(f"M differs across processes after training: {every.tolist()}")
+        return mine
 
     def fit(self, on_step: Callable[[int, dict[str, float]], None] | None = None) -> dict:
         """Train to ``epochs``, resuming from the newest checkpoint in ``out_dir``.
@@ -321,6 +401,8 @@ class JointTrainer:
         """
         loop = self.loop()
         stats = loop.run(self.joint_step, on_step=on_step)
+        if self.sides.sharing is not None:
+            stats["sharing_checksum"] = self._check_sharing()
         self.step = stats["steps"]
         self.history = stats["history"]
         self.sides.cascade.eval()
@@ -333,6 +415,8 @@ class JointTrainer:
             "steps_per_s": stats["steps_per_s"],
             "peak_memory_mb": stats["peak_memory_mb"],
             "history": stats["history"],
+            "processes": self.procs.world,
+            "sharing_checksum": stats.get("sharing_checksum"),
             "feature_cache": {
                 "hits": cache.hits,
                 "misses": cache.misses,

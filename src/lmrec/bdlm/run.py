@@ -48,6 +48,7 @@ from lmrec.bdlm.setup import preloaded_sides
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError
 from lmrec.llm.run import evaluate_llm, saved_llm
+from lmrec.utils.distributed import processes
 from lmrec.utils.io import read_json, write_json
 
 CONFIG_FILE = "config.json"
@@ -93,19 +94,23 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     _check_same_run(out, run_config)
     if (out / METRICS_FILE).is_file():
         return read_json(out / METRICS_FILE)
-    write_json(out / CONFIG_FILE, run_config)
+    # under several processes (torchrun / accelerate launch) only the main one writes files
+    main = processes().is_main
     ds = prepared.dataset
-    ds.users.save(out / "user_ids.json")
-    ds.items.save(out / "item_ids.json")
-    write_json(out / "protocol.json", prepared.protocol())
+    if main:
+        write_json(out / CONFIG_FILE, run_config)
+        ds.users.save(out / "user_ids.json")
+        ds.items.save(out / "item_ids.json")
+        write_json(out / "protocol.json", prepared.protocol())
 
     llm, tok, ids, domain, sharing, record = preloaded_sides(cfg, dataset, prepared, out)
     width = int(llm.get_input_embeddings().weight.shape[1])
     device = next(llm.parameters()).device
-    if ids is not None:
-        ids.save(out / "id_tokens.json")
-    write_json(out / "preload.json", record)
-    tok.save_pretrained(out / "tokenizer")
+    if main:
+        if ids is not None:
+            ids.save(out / "id_tokens.json")
+        write_json(out / "preload.json", record)
+        tok.save_pretrained(out / "tokenizer")
 
     from lmrec.llm.modes import apply_mode
     from lmrec.llm.prompts import PromptBuilder
@@ -148,12 +153,13 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
             batch_size=cfg.llm.eval_batch_size,
             progress=cfg.joint.progress,
         )
-    write_json(out / "train.json", stats)
-    if sharing is not None:
-        sharing.save(out / "sharing.safetensors")
     from lmrec.train.checkpoint import save_weights
 
-    save_weights(cascade, out / "drs.safetensors")
+    if main:
+        write_json(out / "train.json", stats)
+        if sharing is not None:
+            sharing.save(out / "sharing.safetensors")
+        save_weights(cascade, out / "drs.safetensors")
 
     progress = cfg.joint.progress
     tasks = tuple(cfg.llm.tasks)
@@ -218,7 +224,8 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
         ):
             if key in refit:
                 metrics["train"][f"refit/{key}"] = float(refit[key])
-    write_json(out / METRICS_FILE, metrics)
+    if main:
+        write_json(out / METRICS_FILE, metrics)
     return metrics
 
 

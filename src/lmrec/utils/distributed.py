@@ -108,8 +108,13 @@ class Processes:
 @cache
 def _accelerator(cpu: bool) -> Any:
     from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs
 
-    return Accelerator(cpu=cpu)
+    # BDLM's cascade may hold a head weight a run does not use (no h_LLM feature): let DDP
+    # find the parameters a step leaves without a gradient instead of failing
+    return Accelerator(
+        cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+    )
 
 
 @cache
@@ -129,7 +134,8 @@ def require_one_process(what: str) -> None:
     if launched():
         raise ConfigError(
             f"{what} runs in one process; launch it without torchrun / accelerate launch "
-            "(multi-process training covers `lmrec llm train` and llm experiment cells)"
+            "(multi-process training covers LLM fine-tuning and BDLM's joint training; train "
+            "the domain model first, in one process)"
         )
 
 

@@ -1,0 +1,94 @@
+"""BDLM's joint training under 2 processes (torchrun, gloo on CPU) against 1 process.
+
+Each process computes its shard of every step's rows; the mutual losses and M's writes cover
+the whole batch on every process, from weights DDP keeps equal, so M stays identical on every
+process (checked after training; the run fails otherwise). The per-step losses and M match one
+process within float tolerance: the shards are padded apart, which changes the last bits.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+CONFIG = {
+    "llm": {
+        "model": "tiny-llama",
+        "device": "cpu",
+        "num_threads": 1,
+        "eval_limit": 6,
+        "mode": {"mode": "full"},
+        "prompt": {"topk": "id-topk", "interaction": "id-interaction", "max_history": 4},
+        "examples": {"tasks": ["topk"], "n_candidates": 5, "negatives": "uniform"},
+    },
+    "joint": {
+        "batch_size": 4, "rows_per_epoch": 12, "epochs": 1, "lam": 0.5, "progress": False,
+        "mutual_reduction": "row", "listwise_weight": 1.0, "num_threads": 1,
+    },
+    "candidates": {"sampler": "popularity"},
+    "projection": "orthogonal",
+}  # fmt: skip
+WORKER = """
+import json, sys
+from lmrec.bdlm.run import run_bdlm
+run_bdlm("ml-100k", json.loads(sys.argv[1]), sys.argv[2])
+"""
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _losses(run) -> list[dict]:
+    folder = sorted((run / "checkpoints").glob("step-*"))[-1]
+    return json.loads((folder / "state.json").read_text())["recent"]
+
+
+@pytest.mark.slow
+def test_joint_training_on_two_processes_matches_one_and_keeps_m_identical(tmp_path):
+    from lmrec.bdlm.run import run_bdlm
+    from lmrec.train.run import train_run
+
+    torch.set_num_threads(1)
+    domain = tmp_path / "domain"  # trained first, in one process
+    train_run(
+        "lightgcn",
+        "ml-100k",
+        out_dir=domain,
+        model_config={"dim": 32, "n_layers": 1},
+        train_config={"epochs": 1, "progress": False},
+        candidates=CONFIG["candidates"],
+    )
+    config = {**CONFIG, "domain": {"run": str(domain)}}
+    one = tmp_path / "one"
+    ref = run_bdlm("ml-100k", config, one)
+    two = tmp_path / "two"
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={_port()}", str(script), json.dumps(config), str(two)]  # fmt: skip
+    done = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    train = json.loads((two / "train.json").read_text())
+    assert train["processes"] == 2 and train["steps"] == 3  # M was checked equal on both
+    got = json.loads((two / "metrics.json").read_text())
+    for a, b in zip(_losses(two), _losses(one), strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-3, abs=1e-5), key
+    m1, m2 = (load_file(str(run / "sharing.safetensors")) for run in (one, two))
+    for key in ("users", "items"):
+        np.testing.assert_allclose(m2[key].numpy(), m1[key].numpy(), rtol=1e-3, atol=1e-5)
+    assert got["llm"]["eval/users"] == ref["llm"]["eval/users"] == 6.0
+    ranks = json.loads((two / "topk_ranks_drs.json").read_text())
+    assert len(set(ranks["users"])) == 6  # every user scored once
