@@ -21,6 +21,10 @@ data_app = typer.Typer(help="Datasets: statistics and saved candidate sets.", no
 llm_app = typer.Typer(help="The LLM side: fine-tune and evaluate.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(llm_app, name="llm")
+bdlm_app = typer.Typer(
+    help="BDLM: the LLM and a domain model trained together.", no_args_is_help=True
+)
+app.add_typer(bdlm_app, name="bdlm")
 # Outside a terminal (CI logs, pipes) rich wraps at 80 columns; results tables are wider.
 console = Console(width=None if Console().is_terminal else 160)
 
@@ -169,6 +173,26 @@ def llm_train_cmd(
 
     metrics = llm_train(dataset, mode, out, load_file(config) if config else None)
     console.print(metrics_table({f"llm ({mode or 'config'}) on {dataset}": metrics}))
+
+
+@bdlm_app.command("train")
+def bdlm_train_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset name or spec.")],
+    out: Annotated[Path, typer.Option(help="Run folder: checkpoints, M, cascade, metrics.json.")],
+    config: Annotated[Path | None, typer.Option(help="YAML in the form of BDLMConfig.")] = None,
+) -> None:
+    """Train BDLM (resuming from OUT's last checkpoint) and evaluate both sides; runs under
+    torchrun / accelerate launch on several processes too."""
+    from lmrec.bdlm.run import run_bdlm
+    from lmrec.config import load_file
+    from lmrec.report import metrics_table
+    from lmrec.utils.distributed import processes
+
+    metrics = run_bdlm(dataset, load_file(config) if config else None, out)
+    if processes().is_main:
+        rows = {f"BDLM-{side} on {dataset}": metrics[side] for side in ("llm", "drs", "domain")
+                if side in metrics}  # fmt: skip
+        console.print(metrics_table(rows))
 
 
 @llm_app.command("evaluate")

@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 
 CONFIG = {
@@ -34,11 +35,6 @@ CONFIG = {
     "candidates": {"sampler": "popularity"},
     "projection": "orthogonal",
 }  # fmt: skip
-WORKER = """
-import json, sys
-from lmrec.bdlm.run import run_bdlm
-run_bdlm("ml-100k", json.loads(sys.argv[1]), sys.argv[2])
-"""
 
 
 def _port() -> int:
@@ -71,10 +67,11 @@ def test_joint_training_on_two_processes_matches_one_and_keeps_m_identical(tmp_p
     one = tmp_path / "one"
     ref = run_bdlm("ml-100k", config, one)
     two = tmp_path / "two"
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
+    path = tmp_path / "bdlm.yaml"
+    path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={_port()}", str(script), json.dumps(config), str(two)]  # fmt: skip
+           f"--master_port={_port()}", "-m", "lmrec.cli", "bdlm", "train",
+           "--dataset", "ml-100k", "--out", str(two), "--config", str(path)]  # fmt: skip
     done = subprocess.run(
         cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
     )

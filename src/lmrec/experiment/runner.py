@@ -106,6 +106,11 @@ def run_experiment(
         After the report is written, when any cell failed (or at the first failure with
         ``fail_fast``); running the same command again retries the failed cells.
     """
+    from lmrec.utils.distributed import require_one_process
+
+    require_one_process(
+        "lmrec experiment (its cells run one after another, each in its own process)"
+    )
     source = None
     if isinstance(config, str | Path):
         source = str(config)
