@@ -46,8 +46,8 @@ def main() -> None:
 
     from lmrec.bdlm.setup import load_bdlm_run
     from lmrec.eval.significance import bootstrap_interval, paired_comparison, positive_ranks
+    from lmrec.llm.evaluate import LLMScorer
     from lmrec.llm.prompts import histories
-    from lmrec.llm.run import LLMScorer
     from lmrec.utils.precision import cpu_has_bf16, set_precision
 
     run = args.run or _default_run()

@@ -47,7 +47,8 @@ from lmrec.bdlm.refit import RefitConfig, refit_on_lists, refit_on_valid
 from lmrec.bdlm.setup import preloaded_sides
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError
-from lmrec.llm.run import evaluate_llm, saved_llm
+from lmrec.llm.evaluate import evaluate_llm
+from lmrec.llm.run import saved_llm
 from lmrec.utils.distributed import processes
 from lmrec.utils.io import read_json, write_json
 
@@ -239,8 +240,8 @@ def _llm_topk_scores(cfg: BDLMConfig, llm, tok, builder, prepared, ids) -> dict:
     cascade's score column, ``valid`` for the listwise refit ({} when nothing does)."""
     from lmrec.bdlm.inference import ScoreTable
     from lmrec.eval.evaluator import score_candidates
+    from lmrec.llm.evaluate import LLMScorer
     from lmrec.llm.prompts import histories
-    from lmrec.llm.run import LLMScorer
 
     wants = set()
     if "topk" in cfg.llm.tasks and ("llm" in cfg.evaluate or cfg.cascade.use_llm_score):
