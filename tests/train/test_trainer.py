@@ -242,3 +242,14 @@ def test_missing_valid_metric_and_bad_config_are_clear(tiny, split, tmp_path):
         TrainConfig(device="tpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     shutil.rmtree(tmp_path)
+
+
+def test_a_run_folder_in_an_older_checkpoint_layout_is_refused_not_overwritten(
+    tiny, split, tmp_path
+):
+    old = tmp_path / "checkpoint"
+    old.mkdir()
+    (old / "trainer_state.json").write_text('{"epoch": 3}')
+    with pytest.raises(DataError, match="layout of an older lmrec"):
+        train(_model(tiny, split), split, _cfg(epochs=1), tmp_path, tiny.hit_rate_valid(split))
+    assert not (tmp_path / "best.safetensors").exists()

@@ -138,6 +138,7 @@ _SCHEDULE = {
     "save_every": "joint.save_every",
     "keep_checkpoints": "joint.keep_checkpoints",
     "seed": "joint.seed",
+    "accumulation_steps": "joint.batch_size (each process computes its shard in one pass)",
 }
 
 
@@ -180,7 +181,7 @@ class BDLMConfig:
     domain:
         The domain model (:class:`DomainSpec`).
     joint:
-        The joint trainer (:class:`lmrec.bdlm.joint.JointConfig`), with lambda as ``lam``.
+        The joint trainer (:class:`JointConfig`), with lambda as ``lam``.
     cascade:
         The domain side's head (:class:`lmrec.bdlm.cascade.CascadeConfig`).
     cascade_refit:

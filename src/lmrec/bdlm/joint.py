@@ -212,9 +212,14 @@ class JointTrainer:
     def _shared(self, rows: Rows) -> tuple[torch.Tensor, torch.Tensor]:
         return unique_ids(rows.users), unique_ids(rows.pos, rows.neg)
 
-    def _local(self, rows: Rows) -> np.ndarray:
-        """The indices of the rows this process computes (all of them in one process)."""
-        return self.procs.shard(np.arange(len(rows)))
+    def _local(self, rows: Rows) -> tuple[np.ndarray, float]:
+        """The indices of the rows this process computes (all of them in one process) and
+        their weight: a process left without rows (an epoch's short last batch) computes the
+        first row with weight 0, so it still joins the gradient all-reduce."""
+        local = self.procs.shard(np.arange(len(rows)))
+        if len(local):
+            return local, 1.0
+        return np.arange(1), 0.0
 
     def llm_step(self, rows: Rows, step: int, epoch: int, k: int) -> dict[str, float]:
         """One optimiser step of the LLM side on the rows' prompts, then its write into M.
@@ -231,10 +236,10 @@ class JointTrainer:
             cands = self.batches.topk_candidates(rows, self.examples, epoch, k)
         prompts = self.batches.llm_prompts(rows, s.builder, self.examples, epoch, k, cands)
         per_row = len(prompts) // len(rows)  # each row's prompts, the top-K prompt first
-        local = self._local(rows)
+        local, weight = self._local(rows)
         mine = [prompts[r * per_row + j] for r in local for j in range(per_row)]
         encoded = [encode_example(s.tokenizer, p, self.llm_cfg.max_length) for p in mine]
-        tokens = sum(answer_tokens(e) for e in encoded)
+        tokens = weight * sum(answer_tokens(e) for e in encoded)
         all_tokens = procs.sum(tokens)
         batch = {n: t.to(self.device) for n, t in self.collate(encoded).items()}
         torch.manual_seed(_stream_seed(self.cfg.seed, "llm", step))  # dropout masks
@@ -256,7 +261,7 @@ class JointTrainer:
         loss = sft * (world * tokens / max(all_tokens, 1))
         out = {"llm/sft": procs.sum(sft.item() * tokens) / max(all_tokens, 1)}
         if listwise:
-            share = len(local) / len(rows)
+            share = weight * len(local) / len(rows)
             loss = loss + self.cfg.listwise_weight * ranked * (world * share)
             out["llm/listwise"] = procs.sum(ranked.item() * share)
         users, items = self._shared(rows)
@@ -301,7 +306,7 @@ class JointTrainer:
         procs = self.procs
         cascade = s.cascade
         dev = next(cascade.parameters()).device
-        local = self._local(rows)
+        local, weight = self._local(rows)
         mine = rows if procs.world == 1 else rows.subset(local)
         h = self.llm_features(mine)
         torch.manual_seed(_stream_seed(self.cfg.seed, "drs", step))  # dropout masks
@@ -310,7 +315,7 @@ class JointTrainer:
         bce, native, p_u, q_i = self.drs_engine(
             mine, None if h is None else h.to(dev), users.to(dev), items_u.to(dev)
         )
-        share = len(mine) / len(rows)
+        share = weight * len(mine) / len(rows)
         scale = procs.world * share
         loss = bce * scale
         out = {"drs/bce": procs.sum(bce.item() * share)}

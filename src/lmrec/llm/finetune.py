@@ -46,7 +46,9 @@ class FinetuneConfig:
     gradient_checkpointing: bool = field(default=False, metadata=RESUMABLE)
     seed: int = 0
     # micro-batches a process splits its share of each step's batch into (memory, not math:
-    # the step's loss is normalised by the whole batch's answer tokens, as with one process)
+    # the step's loss is normalised by the whole batch's answer tokens, as with one process).
+    # May change on resume, as the number of processes may: the step stays the same mean, but
+    # padding and dropout masks follow the micro-batch split, so the last bits can differ
     accumulation_steps: int = field(default=1, metadata=RESUMABLE)
 
     def __post_init__(self) -> None:

@@ -36,7 +36,7 @@ from lmrec.llm.sft import ExampleConfig, training_examples
 from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
 from lmrec.train.loop import latest_checkpoint, load_trainable
 from lmrec.utils.distributed import processes
-from lmrec.utils.io import read_json, write_json
+from lmrec.utils.io import atomic_write, read_json, write_json
 from lmrec.utils.precision import PRECISIONS, resolve_precision, set_precision
 
 CONFIG_FILE = "config.json"
@@ -236,15 +236,19 @@ def llm_train(
         saved = _resumable_view(saved_run(read_json(out / CONFIG_FILE)))
         if saved != _resumable_view(run_config):
             raise ConfigError(f"{out} holds a run with another config; use a new out_dir")
-    # under several processes (torchrun / accelerate launch) only the main one writes files
-    main = processes().is_main
+    # under several processes (torchrun / accelerate launch) only the main one writes files;
+    # whether this is a resume is decided by every process before the main one writes any
+    procs = processes()
+    main = procs.is_main
+    resuming = (out / ROWS_FILE).is_file()
+    procs.barrier()
     if main:
         write_json(out / CONFIG_FILE, run_config)
         ds.users.save(out / "user_ids.json")
         ds.items.save(out / "item_ids.json")
         write_json(out / "protocol.json", prepared.protocol())
 
-    if (out / ROWS_FILE).is_file():  # resuming: the rows were made (maybe from a domain model)
+    if resuming:  # the rows were made (maybe from a domain model)
         model, tok, ids, _ = build_llm(cfg, ds.n_users, ds.n_items, ds.titles())
         set_id_token_rows(model, ids, "all", load_file(str(out / ROWS_FILE))["rows"])
     else:
@@ -254,7 +258,8 @@ def llm_train(
         model, tok, ids, record = build_llm(cfg, ds.n_users, ds.n_items, ds.titles(), tables)
         if main and ids is not None:
             ids.save(out / "id_tokens.json")
-            save_file({"rows": id_rows(model, ids)}, str(out / ROWS_FILE))
+            rows = {"rows": id_rows(model, ids)}
+            atomic_write(out / ROWS_FILE, lambda p: save_file(rows, str(p)))
         if main:
             write_json(out / "preload.json", record)
     if main:

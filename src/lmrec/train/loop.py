@@ -162,6 +162,21 @@ def read_state(folder: str | Path) -> dict[str, Any]:
     return state
 
 
+def _refuse_old_layout(out_dir: Path) -> None:
+    """A run folder checkpointed by lmrec before the one loop would otherwise start again from
+    step 0 and overwrite its results: say so instead."""
+    old = [out_dir / "checkpoint" / "trainer_state.json"]  # domain models' single checkpoint
+    for step in (out_dir / CHECKPOINTS).glob("step-*"):  # LLM and BDLM runs' older files
+        old += [step / "trainable.safetensors", step / "sharing.safetensors"]
+    found = [p for p in old if p.is_file()]
+    if found:
+        raise DataError(
+            f"{found[0].parent}: a checkpoint in the layout of an older lmrec; its finished "
+            "results (best.safetensors, metrics.json) still load, but it cannot be resumed: "
+            "train into a new folder"
+        )
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak CUDA memory on GPU; peak resident set size of the process on CPU."""
     if device.type == "cuda":
@@ -294,6 +309,7 @@ class Loop:
         if self.procs.is_main:
             for stale in (self.out_dir / CHECKPOINTS).glob(".step-*"):
                 shutil.rmtree(stale, ignore_errors=True)
+        _refuse_old_layout(self.out_dir)
         ckpt = latest_checkpoint(self.out_dir)
         if ckpt is None:
             return 0
@@ -345,7 +361,9 @@ class Loop:
             done = st["step"] = step + 1
             if self.progress and (done % RECENT == 0 or done == self.total or done == start + 1):
                 bar.set_postfix({k.split("/")[-1]: f"{v:.4f}" for k, v in self._final().items()})
-            epoch_end = done % self.per_epoch == 0 or done == self.total
+            # an epoch closes at its boundary only: a run capped mid-epoch (max_steps) keeps the
+            # partial sums in its checkpoint and closes the epoch when it goes on
+            epoch_end = done % self.per_epoch == 0
             if epoch_end:
                 entry = self._close_epoch(done)
                 if on_epoch_end is not None and on_epoch_end(entry):
@@ -354,7 +372,7 @@ class Loop:
                 st["history"].append(entry)
                 epoch_t0 = time.perf_counter()
             if self.out_dir is not None and (
-                epoch_end or (self.save_every and done % self.save_every == 0)
+                epoch_end or done == self.total or (self.save_every and done % self.save_every == 0)
             ):
                 self.save()
             if epoch_end and after_checkpoint is not None:

@@ -68,7 +68,9 @@ class Processes:
         """The sum of ``value`` over the processes, on every process."""
         if self.world == 1:
             return float(value)
-        t = torch.tensor([float(value)], dtype=torch.float64)
+        # NCCL reduces CUDA tensors only; gloo (CPU) takes CPU ones
+        device = "cpu" if self.cpu else torch.device("cuda", torch.cuda.current_device())
+        t = torch.tensor([float(value)], dtype=torch.float64, device=device)
         torch.distributed.all_reduce(t)
         return float(t.item())
 
@@ -112,8 +114,12 @@ def _accelerator(cpu: bool) -> Any:
 
     # BDLM's cascade may hold a head weight a run does not use (no h_LLM feature): let DDP
     # find the parameters a step leaves without a gradient instead of failing
+    # mixed_precision "no": lmrec's own `precision` setting decides autocast, also when a
+    # launch config (or its environment) asks Accelerate for bf16
     return Accelerator(
-        cpu=cpu, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)]
+        cpu=cpu,
+        mixed_precision="no",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
 
 
