@@ -56,6 +56,7 @@ def test_fields_that_may_change_on_resume_are_marked_on_the_config_classes():
 
     assert resumable_fields(TrainConfig) == {"epochs", "device", "num_threads", "progress"}
     assert resumable_fields(FinetuneConfig) == {
-        "epochs", "max_steps", "save_every", "keep_checkpoints", "gradient_checkpointing"
+        "epochs", "max_steps", "save_every", "keep_checkpoints", "gradient_checkpointing",
+        "accumulation_steps",
     }  # fmt: skip
     assert resumable_fields(JointConfig) == {"epochs", "progress", "num_threads", "save_every"}
