@@ -9,7 +9,6 @@ from lmrec.llm.tokens import (
     add_id_tokens,
     id_token_rows,
     preload_id_tokens,
-    project_table,
 )
 
 
@@ -54,7 +53,7 @@ def test_preloaded_rows_equal_the_domain_tables_at_equal_width(tiny):
     model, tok = tiny
     ids = add_id_tokens(model, tok, 3, 5)
     users, items = torch.randn(3, 48), torch.randn(5, 48)
-    record = preload_id_tokens(model, tok, ids, users, items)
+    record = preload_id_tokens(model, tok, ids, users, items).record
     w = model.get_input_embeddings().weight
     assert record["projection"] == "copy"
     assert torch.equal(w[ids.first_id : ids.first_item_id], users)
@@ -67,7 +66,8 @@ def test_orthogonal_projection_keeps_inner_products_and_takes_the_lm_norm(tiny):
     model, tok = tiny
     ids = add_id_tokens(model, tok, 3, 5)
     users, items = torch.randn(3, 16), torch.randn(5, 16)
-    record = preload_id_tokens(model, tok, ids, users, items, projection="auto")
+    done = preload_id_tokens(model, tok, ids, users, items, projection="auto")
+    record = done.record
     assert record["projection"] == "orthogonal"
     rows = model.get_input_embeddings().weight.detach()[ids.first_id : ids.end_id]
     both = torch.cat([users, items])
@@ -75,9 +75,9 @@ def test_orthogonal_projection_keeps_inner_products_and_takes_the_lm_norm(tiny):
     # an isometry up to one scale: every user.item (and item.item) inner product survives
     assert torch.allclose(rows @ rows.T, scale**2 * both @ both.T, atol=1e-4)
     assert rows.norm(dim=1).mean() == pytest.approx(record["lm_embedding_norm"], rel=1e-5)
-    # the projected rows equal the table times one fixed matrix (what project_table returns)
-    again = project_table(both, 48, "orthogonal", record["lm_embedding_norm"], seed=0)
-    assert torch.allclose(again, rows, atol=1e-6)
+    # the rows are the tables times the one fixed matrix it returns, over its scale
+    assert torch.allclose(both @ done.projection / done.scale, rows, atol=1e-6)
+    assert done.projection.shape == (16, 48) and done.offset is None
 
 
 def test_linear_projection_is_fitted_to_title_embeddings(tiny):
@@ -89,7 +89,7 @@ def test_linear_projection_is_fitted_to_title_embeddings(tiny):
     the = w[tok("the", add_special_tokens=False)["input_ids"]].mean(0)
     assert torch.allclose(w[ids.token_ids("item", 0)], the, atol=1e-2)
     with pytest.raises(ConfigError, match="copy needs equal widths"):
-        project_table(items, 48, "copy")
+        preload_id_tokens(model, tok, ids, None, items, projection="copy")
 
 
 def test_rows_read_through_peft_follow_the_trainable_copy(tiny):
@@ -101,3 +101,17 @@ def test_rows_read_through_peft_follow_the_trainable_copy(tiny):
         delta[ids.n_users + 1] = 7.0
     rows = id_token_rows(peft_model, ids, "item", torch.tensor([1]))
     assert torch.equal(rows, torch.full((1, 48), 7.0))
+
+
+def test_bdlm_scales_copied_rows_to_the_lm_norm_and_can_compute_the_map_without_writing(tiny):
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 3, 5)
+    before = model.get_input_embeddings().weight.detach().clone()
+    users, items = 10 * torch.randn(3, 48), 10 * torch.randn(5, 48)
+    done = preload_id_tokens(model, tok, ids, users, items, scale_copy=True, write=False)
+    assert torch.equal(model.get_input_embeddings().weight, before)  # rows left as they were
+    both_norm = torch.cat([users, items]).norm(dim=1).mean()
+    assert done.scale == pytest.approx(float(both_norm) / done.record["lm_embedding_norm"])
+    preload_id_tokens(model, tok, ids, users, items, scale_copy=True)
+    rows = model.get_input_embeddings().weight.detach()[ids.first_id : ids.end_id]
+    assert torch.allclose(rows, torch.cat([users, items]) / done.scale, atol=1e-5)

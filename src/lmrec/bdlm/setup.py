@@ -38,59 +38,41 @@ def preloaded_sides(cfg, dataset: str, prepared, out: Path):
     domain = domain_model(cfg, dataset, prepared, out / "domain", width).to(device)
     with torch.no_grad():
         p_u, q_i = (t.detach().float().cpu() for t in domain.user_item_embeddings())
-    proj = offset = None
     if cfg.projection != "copy" and p_u.shape[1] > width:
         raise ConfigError(
             f"bdlm.projection {cfg.projection} maps a narrower domain model into the LLM; the "
             f"domain model is {p_u.shape[1]} wide and the LLM {width}"
         )
-    if cfg.projection == "orthogonal":
-        from lmrec.llm.tokens import orthogonal_projection
-
-        proj = orthogonal_projection(p_u.shape[1], width, seed=cfg.llm.preload.seed)
-    elif cfg.projection == "linear":
-        proj, offset = fit_projection(q_i, llm, tok, ds.titles())
-
     sharing, record = None, {"id_tokens": ids is not None}
     if ids is not None:
-        from lmrec.llm.tokens import set_id_token_rows
+        from lmrec.llm.tokens import preload_id_tokens
 
-        vocab = llm.get_input_embeddings().weight[: ids.first_id].detach().float()
-        lm_norm = float(vocab.norm(dim=1).mean())
-        domain_norm = float(torch.cat([p_u, q_i]).norm(dim=1).mean())
-        # the linear map is fitted into the LM's embedding space already: no rescaling
-        scale = 1.0 if proj is not None and offset is not None else domain_norm / lm_norm
-        record.update(
-            init="domain" if cfg.preload else "random",
-            lm_embedding_norm=lm_norm,
-            domain_norm=domain_norm,
-            llm_scale=scale,
-            projection=cfg.projection,
-            domain_width=int(p_u.shape[1]),
+        # the one pre-loading of LLM runs too; BDLM scales copied rows like projected ones so
+        # one scale serves M, and w/o PE (preload: false) keeps random rows but needs the map
+        done = preload_id_tokens(
+            llm,
+            tok,
+            ids,
+            p_u,
+            q_i,
+            cfg.projection,
+            ds.titles(),
+            seed=cfg.llm.preload.seed,
+            scale_copy=True,
+            write=cfg.preload,
         )
-        if cfg.preload:
-            # orthonormal rows keep row norms, so one scale serves copy and orthogonal alike
-            def lift(t):
-                if proj is None:
-                    return t
-                return t @ proj + (0.0 if offset is None else offset)
-
-            set_id_token_rows(llm, ids, "user", lift(p_u) / scale)
-            set_id_token_rows(llm, ids, "item", lift(q_i) / scale)
+        record.update(done.record, init="domain" if cfg.preload else "random")
         sharing = SharingModule.from_tables(
-            p_u, q_i, scale, cfg.joint.write_rate, cfg.joint.mutual_reduction, proj, offset
+            p_u,
+            q_i,
+            done.scale,
+            cfg.joint.write_rate,
+            cfg.joint.mutual_reduction,
+            done.projection,
+            done.offset,
         ).to(device)
 
     return llm, tok, ids, domain, sharing, record
-
-
-def fit_projection(items: torch.Tensor, llm, tokenizer, titles: list[str]):
-    """(W (d, width), b (width,)): ridge least squares from item rows to their titles' mean LM
-    embedding (as :func:`lmrec.llm.tokens.project_table`'s ``linear``)."""
-    from lmrec.llm.tokens import fit_linear_map, title_embeddings
-
-    w = fit_linear_map(items, title_embeddings(llm, tokenizer, titles))  # (d + 1, width)
-    return w[:-1].contiguous(), w[-1].contiguous()
 
 
 def domain_model(cfg, dataset: str, prepared, folder: Path, width: int):
@@ -202,4 +184,4 @@ def _domain_folder(given: str | None, run: Path) -> str | None:
     )
 
 
-__all__ = ["BDLMRun", "domain_model", "fit_projection", "load_bdlm_run", "preloaded_sides"]
+__all__ = ["BDLMRun", "domain_model", "load_bdlm_run", "preloaded_sides"]

@@ -59,7 +59,8 @@ class PreloadConfig:
         Or a registered domain model to train on the spot into ``<out_dir>/domain`` (with
         ``domain_config`` / ``domain_train`` as its model and train configs).
     projection:
-        ``auto``, ``copy``, ``orthogonal`` or ``linear`` (:func:`lmrec.llm.tokens.project_table`).
+        ``auto``, ``copy``, ``orthogonal`` or ``linear``
+        (:func:`lmrec.llm.tokens.preload_id_tokens`).
     """
 
     init: str = "random"
@@ -177,7 +178,7 @@ def build_llm(cfg: LLMRunConfig, n_users: int, n_items: int, titles: list[str], 
                 cfg.preload.projection,
                 titles,
                 seed=cfg.preload.seed,
-            ),
+            ).record,
         }
     return model, tok, ids, record
 

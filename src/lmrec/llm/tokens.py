@@ -19,8 +19,9 @@ We chose this over a wrapper module with separate tables because
 which is what the BDLM mutual-learning loss reads.
 
 Pre-loading (BDLM 4.1.2) fills the rows from a domain model's tables: an exact copy when widths
-match, else one of two projections (see :func:`project_table`). ``init="random"`` is the paper's
-ablation *w/o PE*; not adding tokens at all is *w/o ET*.
+match, else one of two projections (see :func:`preload_id_tokens`, the one pre-loading of LLM
+runs and BDLM). ``init="random"`` is the paper's ablation *w/o PE*; not adding tokens at all is
+*w/o ET*.
 """
 
 from __future__ import annotations
@@ -201,53 +202,6 @@ def orthogonal_projection(d: int, width: int, seed: int = 0) -> Tensor:
     return (q.T if d <= width else q).contiguous()
 
 
-def project_table(
-    table: Tensor,
-    width: int,
-    method: str = "auto",
-    target_norm: float | None = None,
-    seed: int = 0,
-    fit_source: Tensor | None = None,
-    fit_target: Tensor | None = None,
-) -> Tensor:
-    """Map a domain embedding table (n, d) into the LM's width (n, width).
-
-    Parameters
-    ----------
-    method:
-        ``"copy"``: the rows themselves (requires ``d == width``). ``"orthogonal"``: a fixed,
-        seeded random projection with orthonormal rows, which keeps every inner product between
-        domain embeddings (up to one scale), then scaled so the mean row norm is
-        ``target_norm`` (the LM's embedding norm; new rows then look like words to the first
-        layer norm). ``"linear"``: a linear map (with bias) learned by ridge least squares from
-        ``fit_source`` to ``fit_target`` (:func:`preload_id_tokens` fits item rows to the LM
-        embedding of their titles, so items land near their words). ``"auto"``: copy when
-        widths match, else orthogonal.
-    """
-    table = table.detach().float().cpu()
-    n, d = table.shape
-    if method not in PROJECTIONS:
-        raise ConfigError(f"preload.projection must be one of {PROJECTIONS}, got {method!r}")
-    if method == "auto":
-        method = "copy" if d == width else "orthogonal"
-    if method == "copy":
-        if d != width:
-            raise ConfigError(
-                f"preload.projection=copy needs equal widths, but the domain table is {d} wide and "
-                f"the LM {width}; use projection 'orthogonal' or 'linear'"
-            )
-        return table.clone()
-    if method == "orthogonal":
-        out = table @ orthogonal_projection(d, width, seed)
-        if target_norm is not None:
-            out = out * (target_norm / out.norm(dim=1).mean().clamp_min(1e-12))
-        return out
-    if fit_source is None or fit_target is None:
-        raise ConfigError("preload.projection=linear needs rows to fit (fit_source, fit_target)")
-    w = fit_linear_map(fit_source, fit_target)  # (d + 1, width)
-    return torch.cat([table, torch.ones(n, 1)], 1) @ w
-
-
 def fit_linear_map(source: Tensor, target: Tensor) -> Tensor:
     """(d + 1, width): ridge least squares from ``source`` rows (plus a bias column) to
     ``target`` rows; the last row is the bias."""
@@ -268,6 +222,20 @@ def title_embeddings(model, tokenizer, titles: list[str]) -> Tensor:
     return out
 
 
+@dataclass
+class Preload:
+    """What :func:`preload_id_tokens` did: the map from domain rows to LLM rows and its scale.
+
+    ``llm_row = (domain_row @ projection + offset) / scale`` (``projection`` None: the row
+    itself; ``offset`` None: no bias). BDLM's M compares the two sides through this map.
+    """
+
+    projection: Tensor | None
+    offset: Tensor | None
+    scale: float
+    record: dict
+
+
 def preload_id_tokens(
     model,
     tokenizer,
@@ -277,11 +245,28 @@ def preload_id_tokens(
     projection: str = "auto",
     titles: list[str] | None = None,
     seed: int = 0,
-) -> dict:
-    """Initialise E_U and E_I from a domain model's ``user_item_embeddings()`` (BDLM 4.1.2).
+    *,
+    scale_copy: bool = False,
+    write: bool = True,
+) -> Preload:
+    """Initialise E_U and E_I from a domain model's ``user_item_embeddings()`` (BDLM 4.1.2): the
+    one pre-loading of LLM runs and BDLM.
+
+    Parameters
+    ----------
+    projection:
+        ``copy`` (equal widths), ``orthogonal`` (a fixed seeded map with orthonormal rows, which
+        keeps inner products), ``linear`` (ridge from item rows to their titles' mean LM
+        embedding) or ``auto`` (copy when the widths match, else orthogonal).
+    scale_copy:
+        Scale copied rows to the LM's mean embedding norm as orthogonal rows are (BDLM does,
+        so one scale serves M for both); LLM runs copy rows as they are. Linear rows are fitted
+        into the LM's space and never rescaled.
+    write:
+        Set the token rows (False: only compute the map, for BDLM's w/o PE, whose rows stay
+        random while M still needs the map).
 
     Models without a user table (sequence models) leave the user rows as they are (random).
-    Returns a small JSON-able record of what was done, saved with the run.
     """
     weight = model.get_input_embeddings().weight
     width = weight.shape[1]
@@ -289,32 +274,43 @@ def preload_id_tokens(
         raise ConfigError(f"item table has {item_table.shape[0]} rows, expected {ids.n_items}")
     if user_table is not None and user_table.shape[0] != ids.n_users:
         raise ConfigError(f"user table has {user_table.shape[0]} rows, expected {ids.n_users}")
-    method = projection
-    if method == "auto":
-        method = "copy" if item_table.shape[1] == width else "orthogonal"
-    norm = float(weight[: ids.first_id].detach().float().norm(dim=1).mean())
-    fit = {}
-    if method == "linear":
+    if projection not in PROJECTIONS:
+        raise ConfigError(f"preload.projection must be one of {PROJECTIONS}, got {projection!r}")
+    d = item_table.shape[1]
+    method = projection if projection != "auto" else ("copy" if d == width else "orthogonal")
+    lm_norm = float(weight[: ids.first_id].detach().float().norm(dim=1).mean())
+    tables = [t.detach().float().cpu() for t in (user_table, item_table) if t is not None]
+    rows = torch.cat(tables)  # one map and one scale for both, so user.item products survive
+    proj = offset = None
+    if method == "copy" and d != width:
+        raise ConfigError(
+            f"preload.projection=copy needs equal widths, but the domain table is {d} wide and "
+            f"the LM {width}; use projection 'orthogonal' or 'linear'"
+        )
+    if method == "orthogonal":
+        proj = orthogonal_projection(d, width, seed)
+    elif method == "linear":
         if titles is None:
             raise ConfigError("preload.projection=linear needs item titles to fit to")
-        fit = {"fit_source": item_table, "fit_target": title_embeddings(model, tokenizer, titles)}
-    tables = (
-        {"item": item_table} if user_table is None else {"user": user_table, "item": item_table}
-    )
-    if method == "orthogonal" and user_table is not None:
-        # one projection and one scale for both tables, so user.item inner products survive
-        both = project_table(torch.cat([user_table, item_table]), width, method, norm, seed=seed)
-        set_id_token_rows(model, ids, "user", both[: ids.n_users])
-        set_id_token_rows(model, ids, "item", both[ids.n_users :])
-    else:
-        for kind, table in tables.items():
-            set_id_token_rows(
-                model, ids, kind, project_table(table, width, method, norm, seed, **fit)
-            )
-    return {
+        w = fit_linear_map(tables[-1], title_embeddings(model, tokenizer, titles))
+        proj, offset = w[:-1].contiguous(), w[-1].contiguous()
+    lifted = rows if proj is None else rows @ proj + (0.0 if offset is None else offset)
+    factor = 1.0
+    domain_norm = float(lifted.norm(dim=1).mean().clamp_min(1e-12))
+    if method == "orthogonal" or (method == "copy" and scale_copy):
+        factor = lm_norm / domain_norm  # new rows then look like words to the first layer norm
+    if write:
+        out = lifted * factor
+        if user_table is not None:
+            set_id_token_rows(model, ids, "user", out[: ids.n_users])
+        set_id_token_rows(model, ids, "item", out[-ids.n_items :])
+    record = {
         "projection": method,
-        "domain_width": int(item_table.shape[1]),
+        "domain_width": int(d),
         "lm_width": int(width),
-        "users_preloaded": user_table is not None,
-        "lm_embedding_norm": norm,
+        "users_preloaded": user_table is not None and write,
+        "lm_embedding_norm": lm_norm,
+        "domain_norm": domain_norm,
+        "llm_scale": 1.0 / factor,
     }
+    return Preload(proj, offset, 1.0 / factor, record)
