@@ -344,7 +344,7 @@ def serve(
     import uvicorn
 
     from lmrec.serve.app import ServeConfig
-    from lmrec.serve.engine import check_run_folder
+    from lmrec.serve.load import check_run_folder
 
     check_run_folder(run_dir)  # refuse a wrong folder before binding a port
     config = ServeConfig(

@@ -174,7 +174,7 @@ def test_bdlm_run_serves_the_offline_ranking_of_each_side(runs, side):
 
 
 def test_recommend_masks_seen_items_and_batching_gives_the_same_answers(runs):
-    from lmrec.serve.engine import load_engine
+    from lmrec.serve.load import load_engine
 
     spec, _, bdlm = runs
     engine = load_engine(bdlm)
@@ -258,7 +258,7 @@ class _Slow:
 
 
 def test_full_queue_answers_503_with_retry_after(runs):
-    from lmrec.serve.engine import load_engine
+    from lmrec.serve.load import load_engine
 
     _, lightgcn, _ = runs
     engine = _Slow(load_engine(lightgcn))
@@ -278,7 +278,7 @@ def test_full_queue_answers_503_with_retry_after(runs):
 
 def test_restart_serves_the_same_answers_and_pickles_are_refused(runs, tmp_path):
     from lmrec.errors import DataError
-    from lmrec.serve.engine import load_engine
+    from lmrec.serve.load import load_engine
 
     _, lightgcn, bdlm = runs
     body = {"user": "u3", "k": 5, "candidates_n": 8}
@@ -354,7 +354,7 @@ def test_the_command_serves_a_run(runs):
 
 
 def test_precision_is_the_runs_own_unless_overridden(runs):
-    from lmrec.serve.engine import load_engine
+    from lmrec.serve.load import load_engine
     from lmrec.utils.precision import resolve_precision
 
     _, _, bdlm = runs

@@ -8,6 +8,6 @@ Importing this package loads no weights and starts nothing.
 """
 
 from lmrec.serve.app import ServeConfig, create_app
-from lmrec.serve.engine import load_engine
+from lmrec.serve.load import load_engine
 
 __all__ = ["ServeConfig", "create_app", "load_engine"]

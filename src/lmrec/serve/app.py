@@ -41,7 +41,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException
 
 from lmrec.serve.batcher import Job, MicroBatcher, QueueFull, run_jobs
-from lmrec.serve.engine import Engine, Ranked, RequestError, load_engine
+from lmrec.serve.engine import Engine, Ranked, RequestError
+from lmrec.serve.load import load_engine
 
 log = logging.getLogger("lmrec.serve")
 RawId = str | int

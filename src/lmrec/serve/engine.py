@@ -1,6 +1,6 @@
 """What the service computes: a saved run in memory, retrieval by the domain model, LLM re-ranking.
 
-:func:`load_engine` reads any finished run folder:
+:func:`lmrec.serve.load.load_engine` reads any finished run folder:
 
 =============  ===============================  =============================================
 run folder     retrieves with                   re-ranks with
@@ -25,7 +25,6 @@ over whatever requests arrived together, and one forward pass of each model serv
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,10 +34,6 @@ import numpy as np
 import torch
 
 from lmrec.errors import DataError, LmrecError
-from lmrec.utils.io import read_json
-
-# Files a run folder may hold weights in; anything that unpickles is refused (never loaded).
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib", ".npy", ".npz")
 
 
 class RequestError(LmrecError):
@@ -348,145 +343,4 @@ def user_rows(domain, queries: Sequence[Query]):
 # ---------------------------------------------------------------------- loading
 
 
-def check_run_folder(run_dir: Path) -> None:
-    """Refuse a folder that is not a run, or that holds weight files in a pickle format."""
-    if not run_dir.is_dir():
-        raise DataError(f"{run_dir}: no such run folder")
-    if not (run_dir / "config.json").is_file():
-        raise DataError(f"{run_dir}: no config.json; is it a run folder of lmrec?")
-    bad = sorted(p for p in run_dir.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
-    if bad:
-        raise DataError(
-            f"{bad[0]}: the run folder holds weights in a format that unpickles "
-            f"({len(bad)} such file(s)); lmrec serves safetensors and JSON only. Remove them."
-        )
-
-
-def _test_histories(split) -> list[np.ndarray]:
-    from lmrec.llm.prompts import histories
-
-    return histories(split.history_before("test"), split.n_users)
-
-
-def load_engine(
-    run_dir: str | Path,
-    *,
-    side: str | None = None,
-    retriever: str | Path | None = None,
-    data_dir: str | Path | None = None,
-    batch_size: int = 32,
-    precision: str = "run",
-) -> Engine:
-    """An :class:`Engine` over a finished run folder (see the module docstring).
-
-    ``side`` for a BDLM run: ``drs`` (default when the run trained the cascade) or ``llm``.
-    ``retriever``: an ``lmrec train`` folder an LLM run retrieves with (default popularity).
-    ``precision``: ``run`` (the LLM computes as it did when the run was evaluated, so answers
-    equal the offline ones) or ``auto`` / ``fp32`` / ``bf16`` (:mod:`lmrec.utils.precision`).
-    """
-    run = Path(run_dir)
-    check_run_folder(run)
-    saved = read_json(run / "config.json")
-    if "bdlm" in saved:
-        engine = _load_bdlm(run, side, data_dir, batch_size)
-    elif "llm" in saved:
-        engine = _load_llm(run, retriever, data_dir, batch_size)
-    else:
-        engine = None
-    if engine is not None:
-        if precision != "run":
-            from lmrec.utils.precision import resolve_precision, set_precision
-
-            llm = engine.reranker.llm
-            set_precision(llm, resolve_precision(precision, next(llm.parameters()).device))
-        return engine
-    if "model" in saved:
-        from lmrec.train.run import load_domain_run
-        from lmrec.train.trainer import history_len
-
-        model, prepared, cfg = load_domain_run(run, data_dir=data_dir)
-        split = prepared.split
-        return Engine(
-            kind="domain",
-            side="domain",
-            users=prepared.dataset.users,
-            items=prepared.dataset.items,
-            titles=prepared.dataset.titles(),
-            histories=_test_histories(split),
-            domain=model,
-            max_len=history_len(model, cfg),
-            run_dir=run,
-        )
-    raise DataError(f"{run / 'config.json'}: not a run of lmrec train, lmrec llm train or BDLM")
-
-
-def _load_bdlm(run: Path, side: str | None, data_dir, batch_size: int) -> Engine:
-    from lmrec.bdlm.setup import load_bdlm_run
-
-    loaded = load_bdlm_run(run, data_dir=data_dir)
-    side = side or ("drs" if "drs" in loaded.config.evaluate else "llm")
-    if side not in ("llm", "drs"):
-        raise DataError(f"side must be llm or drs for a BDLM run, got {side!r}")
-    ds = loaded.prepared.dataset
-    reranker = Reranker(
-        loaded.llm, loaded.tokenizer, loaded.builder, loaded.ids, batch_size, loaded.cascade
-    )
-    return Engine(
-        kind="bdlm",
-        side=side,
-        users=ds.users,
-        items=ds.items,
-        titles=ds.titles(),
-        histories=_test_histories(loaded.prepared.split),
-        domain=loaded.cascade.domain,
-        max_len=None,
-        reranker=reranker,
-        run_dir=run,
-    )
-
-
-def _load_llm(run: Path, retriever, data_dir, batch_size: int) -> Engine:
-    from lmrec.llm.prompts import PromptBuilder
-    from lmrec.llm.run import _prepare, load_llm_run
-    from lmrec.models import build_model
-    from lmrec.train.run import check_id_maps
-
-    model, tok, ids, cfg, dataset = load_llm_run(run)
-    if ids is None or cfg.prompt.template("topk").answer != "item_token":
-        raise DataError(
-            f"{run}: the service re-ranks with item-token scores; this LLM run has no item "
-            "tokens (a text-only run)"
-        )
-    if data_dir is not None:
-        cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
-    prepared = _prepare(dataset, cfg)
-    ds, split = prepared.dataset, prepared.split
-    check_id_maps(run, ds)
-    max_len = None
-    if retriever is not None:
-        from lmrec.train.run import load_domain_run
-        from lmrec.train.trainer import history_len
-
-        domain, other, tcfg = load_domain_run(retriever, data_dir=data_dir)
-        if other.dataset.items.raw != ds.items.raw or other.dataset.users.raw != ds.users.raw:
-            raise DataError(f"{retriever}: the retriever was trained on other users or items")
-        max_len = history_len(domain, tcfg)
-    else:
-        domain = build_model("popularity", split.n_users, split.n_items)
-        domain.prepare(split.train["user"].to_numpy(), split.train["item"].to_numpy())
-    builder = PromptBuilder(cfg.prompt, ds.titles(), ids, tok)
-    return Engine(
-        kind="llm",
-        side="llm",
-        users=ds.users,
-        items=ds.items,
-        titles=ds.titles(),
-        histories=_test_histories(split),
-        domain=domain,
-        max_len=max_len,
-        reranker=Reranker(model, tok, builder, ids, batch_size),
-        run_dir=run,
-    )
-
-
-__all__ = ["Engine", "Query", "Ranked", "RequestError", "Reranker", "load_engine"]
+__all__ = ["Engine", "Query", "Ranked", "RequestError", "Reranker"]
