@@ -46,9 +46,9 @@ from lmrec.bdlm.joint import JointSides, JointTrainer
 from lmrec.bdlm.refit import RefitConfig, refit_on_lists, refit_on_valid
 from lmrec.bdlm.setup import preloaded_sides
 from lmrec.config import from_dict, to_dict
-from lmrec.errors import ConfigError
 from lmrec.llm.evaluate import evaluate_llm
 from lmrec.llm.run import saved_llm
+from lmrec.train.rundir import check_same_run
 from lmrec.utils.distributed import processes
 from lmrec.utils.io import read_json, write_json
 
@@ -275,6 +275,4 @@ def _comparable(run_config: dict) -> dict:
 
 
 def _check_same_run(out: Path, run_config: dict) -> None:
-    path = out / CONFIG_FILE
-    if path.is_file() and _comparable(read_json(path)) != _comparable(run_config):
-        raise ConfigError(f"{out} holds a BDLM run with another config; use a new out_dir")
+    check_same_run(out, run_config, _comparable, "BDLM run")

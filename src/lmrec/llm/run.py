@@ -35,6 +35,7 @@ from lmrec.llm.resolve import DEFAULT_LLM, load_llm
 from lmrec.llm.sft import ExampleConfig, training_examples
 from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
 from lmrec.train.loop import latest_checkpoint, load_trainable
+from lmrec.train.rundir import check_same_run
 from lmrec.utils.distributed import processes
 from lmrec.utils.io import atomic_write, read_json, write_json
 from lmrec.utils.precision import PRECISIONS, resolve_precision, set_precision
@@ -233,10 +234,7 @@ def llm_train(
     prepared = _prepare(dataset_name, cfg)
     ds = prepared.dataset
     run_config = {"dataset": dataset_name, "llm": to_dict(cfg)}
-    if (out / CONFIG_FILE).is_file():
-        saved = _resumable_view(saved_run(read_json(out / CONFIG_FILE)))
-        if saved != _resumable_view(run_config):
-            raise ConfigError(f"{out} holds a run with another config; use a new out_dir")
+    check_same_run(out, run_config, lambda c: _resumable_view(saved_run(c)), "LLM run")
     # under several processes (torchrun / accelerate launch) only the main one writes files;
     # whether this is a resume is decided by every process before the main one writes any
     procs = processes()

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 import lmrec
-from lmrec.config import check_resumable, from_dict, to_dict
+from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
 from lmrec.eval.significance import RANKS_FILE
 from lmrec.models.base import Recommender
@@ -29,6 +29,7 @@ from lmrec.train.checkpoint import load_weights, seed_everything
 from lmrec.train.defaults import train_defaults
 from lmrec.train.evaluate import evaluate_model, make_valid_fn
 from lmrec.train.loop import latest_checkpoint, read_state
+from lmrec.train.rundir import check_same_run
 from lmrec.train.trainer import (
     BEST_FILE,
     TrainConfig,
@@ -286,23 +287,16 @@ def _model_config(model: Recommender, given: dict[str, Any] | None) -> dict[str,
 
 
 def _check_same_run(out_dir: Path, run_config: dict[str, Any], cfg: TrainConfig) -> None:
-    # Checked before config.json is rewritten, so a refused resume leaves the folder as it was.
-    path = out_dir / CONFIG_FILE
-    if not path.exists():
-        return
-    saved = read_json(path)
-    check_resumable(saved.get("train", {}), cfg, path, "train config")
-    changed = [
-        k
-        for k in sorted(set(saved) | set(run_config))
-        if k not in _UNCHECKED and k != "train" and saved.get(k) != run_config.get(k)
-    ]
-    if changed:
-        diffs = ", ".join(f"{k}: {saved.get(k)!r} -> {run_config.get(k)!r}" for k in changed)
-        raise ConfigError(
-            f"{path}: {out_dir} holds a run with a different config ({diffs}); use a new "
-            "out_dir to train this one"
-        )
+    from lmrec.config import resumable_fields
+
+    def view(config: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in config.items() if k not in _UNCHECKED}
+        train = dict(out.get("train") or {})
+        for name in resumable_fields(TrainConfig):
+            train.pop(name, None)
+        return {**out, "train": train}
+
+    check_same_run(out_dir, run_config, view, "domain-model run")
 
 
 def train_summary(best_epoch: int | None, epochs: int, best: float | None) -> dict[str, float]:
