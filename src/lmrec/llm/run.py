@@ -35,7 +35,7 @@ from lmrec.llm.resolve import DEFAULT_LLM, load_llm
 from lmrec.llm.sft import ExampleConfig, training_examples
 from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
 from lmrec.train.loop import latest_checkpoint, load_trainable
-from lmrec.train.rundir import check_same_run
+from lmrec.train.rundir import check_same_run, without_resumable
 from lmrec.utils.distributed import processes
 from lmrec.utils.io import atomic_write, read_json, write_json
 from lmrec.utils.precision import PRECISIONS, resolve_precision, set_precision
@@ -299,14 +299,7 @@ def llm_train(
 def _resumable_view(run_config: dict) -> dict:
     """A run config without the training fields that may change when it resumes (how long it
     runs, what it keeps: :data:`lmrec.config.RESUMABLE` on :class:`FinetuneConfig`)."""
-    from lmrec.config import resumable_fields
-
-    out = {**run_config, "llm": dict(run_config.get("llm") or {})}
-    train = dict(out["llm"].get("train") or {})
-    for name in resumable_fields(FinetuneConfig):
-        train.pop(name, None)
-    out["llm"]["train"] = train
-    return out
+    return without_resumable(run_config, FinetuneConfig, "llm", "train")
 
 
 def saved_llm(llm: dict) -> dict:

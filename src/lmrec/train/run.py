@@ -29,7 +29,7 @@ from lmrec.train.checkpoint import load_weights, seed_everything
 from lmrec.train.defaults import train_defaults
 from lmrec.train.evaluate import evaluate_model, make_valid_fn
 from lmrec.train.loop import latest_checkpoint, read_state
-from lmrec.train.rundir import check_same_run
+from lmrec.train.rundir import check_same_run, without_resumable
 from lmrec.train.trainer import (
     BEST_FILE,
     TrainConfig,
@@ -116,7 +116,7 @@ def train_run(
         "train": to_dict(cfg),
         "lmrec_version": lmrec.__version__,
     }
-    _check_same_run(out_dir, run_config, cfg)
+    _check_same_run(out_dir, run_config)
     write_json(out_dir / CONFIG_FILE, run_config)
     prepared.dataset.users.save(out_dir / "user_ids.json")
     prepared.dataset.items.save(out_dir / "item_ids.json")
@@ -286,15 +286,10 @@ def _model_config(model: Recommender, given: dict[str, Any] | None) -> dict[str,
         return dict(given or {})
 
 
-def _check_same_run(out_dir: Path, run_config: dict[str, Any], cfg: TrainConfig) -> None:
-    from lmrec.config import resumable_fields
-
+def _check_same_run(out_dir: Path, run_config: dict[str, Any]) -> None:
     def view(config: dict[str, Any]) -> dict[str, Any]:
-        out = {k: v for k, v in config.items() if k not in _UNCHECKED}
-        train = dict(out.get("train") or {})
-        for name in resumable_fields(TrainConfig):
-            train.pop(name, None)
-        return {**out, "train": train}
+        kept = {k: v for k, v in config.items() if k not in _UNCHECKED}
+        return without_resumable(kept, TrainConfig, "train")
 
     check_same_run(out_dir, run_config, view, "domain-model run")
 

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from lmrec.config import resumable_fields
 from lmrec.errors import ConfigError
 from lmrec.utils.io import read_json
 
@@ -42,6 +43,20 @@ def config_diff(saved: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     ]
 
 
+def without_resumable(config: Mapping[str, Any], cls: type, *path: str) -> dict[str, Any]:
+    """A copy of ``config`` whose section at ``path`` (e.g. ``"llm", "train"``) lacks the fields
+    of config class ``cls`` marked :data:`lmrec.config.RESUMABLE`: the part of a run's config
+    that may change when it resumes, left out of :func:`check_same_run`'s view."""
+    out = dict(config)
+    node = out
+    for key in path[:-1]:
+        node[key] = dict(node.get(key) or {})
+        node = node[key]
+    skip = resumable_fields(cls)
+    node[path[-1]] = {k: v for k, v in (node.get(path[-1]) or {}).items() if k not in skip}
+    return out
+
+
 def check_same_run(
     out_dir: str | Path,
     run_config: Mapping[str, Any],
@@ -62,4 +77,4 @@ def check_same_run(
         )
 
 
-__all__ = ["CONFIG_FILE", "check_same_run", "config_diff"]
+__all__ = ["CONFIG_FILE", "check_same_run", "config_diff", "without_resumable"]

@@ -217,18 +217,18 @@ def train(
         desc="train",
         state={"best_metric": None, "best_epoch": None, "bad_evals": 0},
     )
-    epoch_batches: dict[int, Any] = {}
-    improved: set[int] = set()
+    current: list[Any] = [None]  # this epoch's batch iterator
 
     def step_fn(step: int) -> dict[str, torch.Tensor]:
         if batches is None:
             return {}
         epoch, k = divmod(step, loop.per_epoch)
-        if k == 0 or epoch + 1 not in epoch_batches:  # batches depend on (seed, epoch) only
-            epoch_batches.clear()
-            epoch_batches[epoch + 1] = iter(batches.epoch(epoch + 1))
+        # checkpoints fall on epoch boundaries, so every start (fresh or resumed) is a k == 0;
+        # batches depend on (seed, epoch) only
+        if k == 0:
+            current[0] = iter(batches.epoch(epoch + 1))
             model.train()
-        rows = next(epoch_batches[epoch + 1])
+        rows = next(current[0])
         batch = {n: t.to(loop.device, non_blocking=True) for n, t in rows.items()}
         loss = model.loss(batch)
         optimizer.zero_grad(set_to_none=True)
@@ -253,14 +253,14 @@ def train(
         value = metrics[cfg.valid_metric]
         if state["best_metric"] is None or value > state["best_metric"]:
             state.update(best_metric=value, best_epoch=entry["epoch"], bad_evals=0)
-            improved.add(entry["epoch"])
             return False
         state["bad_evals"] += 1
         return bool(cfg.patience and state["bad_evals"] >= cfg.patience)
 
     def after_checkpoint(entry: dict[str, Any]) -> None:
-        # After the checkpoint: a kill in between is repaired on resume by _repair_best.
-        if entry["epoch"] in improved:
+        # After the checkpoint: a kill in between is repaired on resume by _repair_best. The
+        # best epoch is this one exactly when this epoch's validation improved.
+        if entry["epoch"] == loop.state["best_epoch"]:
             save_weights(model, out_dir / BEST_FILE, {"epoch": str(entry["epoch"])})
         if not trains:
             return
