@@ -1,6 +1,14 @@
 """Benchmark of the LLM side with SmolLM2-135M on the CPU (or the GPU when there is one).
 
-Three measurements, each in its own process (so peak memory is that job's alone):
+Measurements, each in its own process (so peak memory and CPU times are that job's alone):
+
+0. ``flops`` (the headline table): top-K scoring in users/s and SFT (full fine-tuning) in
+   samples/s on the main job's prompts (ML-100K, pure-id top-20 prompts, 10 history items), in
+   fp32 and in bf16 (autocast, where the processor has it), each as min / median / max over
+   ``--repeats`` timed passes; the matrix-multiply FLOPs those passes did (counted from the
+   model's shapes and each prompt's own token count, so padding is not counted as work), as
+   GFLOP/s and as a fraction of the machine's peak, which the same run measures with a
+   2048^3 matrix product in each dtype; peak resident memory; user and system CPU seconds.
 
 1. ``score``: top-20 scoring throughput in users/s on ML-100K test candidate sets (the paper's
    prompt with ids and titles). One pass (the 20 item-token log-probs read from one forward
@@ -25,6 +33,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -92,6 +102,171 @@ def worker_score(args) -> dict:
         "top1_agree_text": float((text[:, 0] == top1[:n_gen]).mean()),
         "text_complete": float((text >= 0).all(1).mean()),
     }
+
+
+def decoder_flops(config, vocab: int, lengths, kept) -> float:
+    """Matrix-multiply FLOPs of one forward of a Llama-style decoder over unpadded rows.
+
+    Per token: the block weights (q, k, v, o, gate, up, down) at 2 FLOPs per weight; per row of
+    n tokens: attention scores and their weighted sum, 2 * 2 * n^2/2 * width per layer
+    (causal); per kept position: the vocabulary projection.
+    """
+    d, layers = config.hidden_size, config.num_hidden_layers
+    head = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    dq, dkv = config.num_attention_heads * head, config.num_key_value_heads * head
+    per_token = 2 * layers * (d * dq + 2 * d * dkv + dq * d + 3 * d * config.intermediate_size)
+    total = 0.0
+    for n, k in zip(lengths, kept, strict=True):
+        total += per_token * n + layers * 2 * n * n * dq + 2 * d * vocab * k
+    return total
+
+
+def _usage() -> tuple[float, float]:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime, r.ru_stime
+
+
+def worker_peak(args) -> dict:
+    """Best GFLOP/s of a 2048^3 matrix product in fp32 and bf16 on ``--threads`` threads."""
+    torch = _setup(args.threads)
+    out = {}
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(2048, 2048, dtype=dtype)
+        b = torch.randn(2048, 2048, dtype=dtype)
+        a @ b  # warm-up
+        best = 0.0
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(3):
+                a @ b
+            best = max(best, 3 * 2 * 2048**3 / (time.perf_counter() - t0) / 1e9)
+        out[name] = best
+    return out
+
+
+def _precision(model, name: str):
+    import torch
+
+    from lmrec.utils.precision import set_precision
+
+    set_precision(model, torch.bfloat16 if name == "bf16" else None)
+
+
+def worker_flops_score(args) -> dict:
+    """One-pass top-K scoring of the first ``--users`` test users, ``--repeats`` times."""
+    _setup(args.threads)
+    from lmrec.llm.scoring import score_token_candidates
+    from lmrec.train.loop import peak_memory_mb
+
+    prepared, model, tok, ids, builder, hist = _builder("ml-100k", "id-topk")
+    _precision(model, args.precision)
+    cands = prepared.sets[("topk", "test")]
+    users, items = cands.users[: args.users], cands.items[: args.users]
+    prompts = [
+        builder.prompt("topk", int(u), hist[int(u)], candidates=r).text
+        for u, r in zip(users, items, strict=True)
+    ]
+    tok_ids = ids.token_ids("item", items)
+    lengths = [len(x) for x in tok(prompts)["input_ids"]]
+    vocab = model.get_output_embeddings().weight.shape[0]
+    flops = decoder_flops(model.config, vocab, lengths, [1] * len(prompts))
+    score_token_candidates(model, tok, prompts[:16], tok_ids[:16], batch_size=16)  # warm-up
+    u0, s0 = _usage()
+    rates = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        score_token_candidates(model, tok, prompts, tok_ids, batch_size=16)
+        rates.append(len(prompts) / (time.perf_counter() - t0))
+    u1, s1 = _usage()
+    return {
+        "rates": rates,
+        "gflop_per_item": flops / len(prompts) / 1e9,
+        "mean_tokens": sum(lengths) / len(lengths),
+        "user_s": u1 - u0,
+        "sys_s": s1 - s0,
+        "peak_mb": peak_memory_mb(next(model.parameters()).device),
+    }
+
+
+def worker_flops_train(args) -> dict:
+    """Full fine-tuning SFT steps of 16 prompts (the main job's batch), ``--repeats`` times."""
+    _setup(args.threads)
+    from lmrec.llm.finetune import FinetuneConfig, train_sft
+    from lmrec.llm.modes import ModeConfig, apply_mode
+    from lmrec.llm.sft import ExampleConfig, encode_example, training_examples
+    from lmrec.train.loop import peak_memory_mb
+
+    prepared, model, tok, ids, builder, _ = _builder("ml-100k", "id-topk")
+    _precision(model, args.precision)
+    ex_cfg = ExampleConfig(tasks=["topk"], n_candidates=20)
+    examples = training_examples(prepared.split, builder, ex_cfg)
+    model = apply_mode(model, ModeConfig(mode="full"), ids, tok)
+    batch, steps = 16, args.steps
+    cfg = {"batch_size": batch, "warmup_steps": 1, "max_length": 256}
+    train_sft(model, tok, examples[:batch], FinetuneConfig(max_steps=1, **cfg), progress=False)
+    u0, s0 = _usage()
+    rates, flops = [], 0.0
+    vocab = model.get_output_embeddings().weight.shape[0]
+    for r in range(args.repeats):
+        part = examples[batch * (1 + r * steps) : batch * (1 + (r + 1) * steps)]
+        stats = train_sft(model, tok, part, FinetuneConfig(max_steps=steps, **cfg), progress=False)
+        rates.append(stats["samples_per_s"])
+        enc = [encode_example(tok, p, 256) for p in part]
+        lengths = [len(e["input_ids"]) for e in enc]
+        answers = [sum(1 for t in e["labels"] if t != -100) for e in enc]
+        # forward + backward (gradients of activations and of weights): 3x the forward
+        flops += 3 * decoder_flops(model.config, vocab, lengths, answers)
+    u1, s1 = _usage()
+    return {
+        "rates": rates,
+        "gflop_per_item": flops / (batch * steps * args.repeats) / 1e9,
+        "mean_tokens": sum(lengths) / len(lengths),
+        "user_s": u1 - u0,
+        "sys_s": s1 - s0,
+        "peak_mb": peak_memory_mb(next(model.parameters()).device),
+    }
+
+
+def flops_table(args) -> None:
+    """The headline table (module docstring, part 0)."""
+    from lmrec.utils.precision import cpu_has_bf16
+
+    peak = run_worker("peak", args)
+    if "error" in peak:
+        print("error:", peak["error"])
+        return
+    print(
+        f"\n## Scoring and training against the machine's peak ({args.threads} threads, "
+        f"bf16 in hardware: {cpu_has_bf16()})"
+    )
+    print(
+        f"Measured peak (2048^3 matrix product, best of 5): fp32 {peak['fp32']:.0f} GFLOP/s, "
+        f"bf16 {peak['bf16']:.0f} GFLOP/s. {args.repeats} timed passes per row: "
+        f"scoring {args.users} test users, training {args.steps} steps of 16 prompts."
+    )
+    print(
+        "| job | precision | tokens / prompt | GFLOP / prompt | per second, min / median / max "
+        "| GFLOP/s (median) | of peak | peak RSS (MB) | user CPU s | system CPU s | system share |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for job, unit in (("flops-score", "users"), ("flops-train", "samples")):
+        for precision in ("fp32", "bf16"):
+            r = run_worker(job, args, precision=precision)
+            name = "top-20 scoring, one pass" if job == "flops-score" else "SFT, full fine-tuning"
+            if "error" in r:
+                print(f"| {name} | {precision} | error: {r['error']} |")
+                continue
+            rates = r["rates"]
+            med = statistics.median(rates)
+            gflops = med * r["gflop_per_item"]
+            cpu = r["user_s"] + r["sys_s"]
+            print(
+                f"| {name} | {precision} | {r['mean_tokens']:.0f} | {r['gflop_per_item']:.1f} | "
+                f"{min(rates):.2f} / {med:.2f} / {max(rates):.2f} {unit} | {gflops:.0f} | "
+                f"{gflops / peak[precision]:.0%} | {r['peak_mb']:.0f} | {r['user_s']:.1f} | "
+                f"{r['sys_s']:.1f} | {r['sys_s'] / cpu:.1%} |",
+                flush=True,
+            )
 
 
 def worker_train(args) -> dict:
@@ -184,7 +359,7 @@ def quality(args) -> None:
         )
 
 
-def run_worker(job: str, args, checkpointing: bool = False) -> dict:
+def run_worker(job: str, args, checkpointing: bool = False, precision: str = "fp32") -> dict:
     cmd = [
         sys.executable,
         __file__,
@@ -196,6 +371,10 @@ def run_worker(job: str, args, checkpointing: bool = False) -> dict:
         str(args.users),
         "--steps",
         str(args.steps),
+        "--repeats",
+        str(args.repeats),
+        "--precision",
+        precision,
         *(["--checkpointing"] if checkpointing else []),
     ]
     out = subprocess.run(cmd, capture_output=True, text=True)
@@ -212,17 +391,26 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=3)
     p.add_argument("--worker", default=None)
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
-    p.add_argument("--only", default="score,train,memory")
+    p.add_argument("--repeats", type=int, default=3, help="timed passes per row (flops)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
+    p.add_argument("--only", default="flops,score,train,memory")
     p.add_argument("--out", default="/tmp/llm_quality")
     p.add_argument("--sft-steps", type=int, default=60)
     p.add_argument("--eval-users", type=int, default=300)
     args = p.parse_args()
     if args.worker:
         args.mode = args.worker
-        res = worker_score(args) if args.worker == "score" else worker_train(args)
-        print(json.dumps(res))
+        workers = {
+            "peak": worker_peak,
+            "flops-score": worker_flops_score,
+            "flops-train": worker_flops_train,
+            "score": worker_score,
+        }
+        print(json.dumps(workers.get(args.worker, worker_train)(args)))
         return
     jobs = args.only.split(",")
+    if "flops" in jobs:
+        flops_table(args)
     if "quality" in jobs:
         quality(args)
     if "score" in jobs:

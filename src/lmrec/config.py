@@ -20,7 +20,9 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "config") 
     """Build dataclass ``cls`` from ``data``; unknown keys raise :class:`ConfigError`.
 
     Nested dataclass fields are built recursively, so ``where`` grows into a dotted path
-    (``config.sampler.seed``) that names the offending field in the message.
+    (``config.sampler.seed``) that names the offending field in the message. A class may check
+    its raw input first, before its sections are built, with a static ``check_raw(data,
+    where)`` (e.g. to say where a setting that belongs elsewhere goes).
     """
     data = dict(data or {})
     fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
@@ -30,6 +32,9 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "config") 
             f"{where}: unknown key(s) {', '.join(unknown)} for {cls.__name__}; "
             f"valid keys: {', '.join(sorted(fields))}"
         )
+    check_raw = getattr(cls, "check_raw", None)
+    if check_raw is not None:
+        check_raw(data, where)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():

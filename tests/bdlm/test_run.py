@@ -35,6 +35,51 @@ def test_config_errors_name_the_field(config, message):
         from_dict(BDLMConfig, config, "bdlm")
 
 
+def test_llm_section_is_the_side_config_without_what_bdlm_owns():
+    from lmrec.config import to_dict
+    from lmrec.llm.config import LLMSideConfig
+    from lmrec.llm.finetune import LLMOptimConfig
+
+    cfg = from_dict(BDLMConfig, {"llm": {"train": {"lr": 3e-4}, "seed": 2}}, "bdlm")
+    assert type(cfg.llm) is LLMSideConfig and type(cfg.llm.train) is LLMOptimConfig
+    assert cfg.llm.train.lr == 3e-4
+    saved = to_dict(cfg)["llm"]
+    for owned in ("preload", "preprocess", "candidates", "data_dir"):
+        assert owned not in saved
+    assert set(saved["train"]) == {
+        "lr",
+        "lr_tokens",
+        "weight_decay",
+        "warmup_steps",
+        "grad_clip",
+        "max_length",
+        "gradient_checkpointing",
+    }
+
+
+def test_a_run_saved_with_the_whole_llm_run_config_still_loads_and_is_the_same_run():
+    """Runs written before the LLM side had its own config saved a whole LLMRunConfig (with the
+    defaults BDLM refused to change); they reload, and a resumed run counts as the same run."""
+    from lmrec.bdlm.config import saved_llm_side
+    from lmrec.bdlm.run import _comparable
+    from lmrec.config import to_dict
+    from lmrec.llm.config import LLMRunConfig
+
+    cfg = from_dict(BDLMConfig, {"llm": {"train": {"lr": 3e-4}}, "joint": {"lam": 0.2}}, "bdlm")
+    old_llm = to_dict(LLMRunConfig(**{**to_dict(cfg.llm), "train": {"lr": 3e-4}}))
+    assert {"preload", "candidates"} <= set(old_llm) and "epochs" in old_llm["train"]
+    old = {"dataset": "ml-100k", "bdlm": {**to_dict(cfg), "llm": old_llm}}
+
+    section = {**old["bdlm"], "llm": saved_llm_side(old["bdlm"]["llm"])}
+    assert from_dict(BDLMConfig, section, "saved") == cfg
+    assert _comparable(old) == _comparable({"dataset": "ml-100k", "bdlm": to_dict(cfg)})
+
+    # a value BDLM never allowed is kept, so the check names it instead of dropping it
+    old_llm["train"]["epochs"] = 3
+    with pytest.raises(ConfigError, match=r"saved.llm.train.epochs.*joint.epochs"):
+        from_dict(BDLMConfig, {**section, "llm": saved_llm_side(old_llm)}, "saved")
+
+
 def test_text_only_config_is_accepted_without_sharing():
     cfg = from_dict(
         BDLMConfig, {"llm": {"id_tokens": False}, "preload": False, "joint": {"lam": 0}}, "bdlm"

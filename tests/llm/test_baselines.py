@@ -4,7 +4,7 @@ import torch
 from lmrec.config import from_dict
 from lmrec.errors import ConfigError
 from lmrec.llm.baselines import preset, text_features, user_texts
-from lmrec.llm.run import LLMRunConfig
+from lmrec.llm.config import LLMRunConfig
 
 
 def test_presets_are_valid_text_only_configs():

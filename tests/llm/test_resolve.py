@@ -35,6 +35,42 @@ def test_dtype_and_spec_errors():
         load_llm("no such model", device="cpu")
 
 
+def test_chunked_shipped_file_is_assembled_once_and_checked(tmp_path, monkeypatch):
+    """A model shipped in parts is joined into the cache; a join that does not match the
+    published checksum raises and leaves nothing behind."""
+    import hashlib
+    import importlib.util
+    import types
+
+    from lmrec.errors import SourceNotFoundError
+    from lmrec.llm import resolve
+
+    parts = [b"GGUF" + bytes(range(7)), b"second part", b"end"]
+    for i, data in enumerate(parts):
+        (tmp_path / f"pkg{i}").mkdir()
+        (tmp_path / f"pkg{i}" / "f.part").write_bytes(data)
+    found = {
+        f"pkg{i}": types.SimpleNamespace(submodule_search_locations=[str(tmp_path / f"pkg{i}")])
+        for i in range(3)
+    }
+    monkeypatch.setattr(importlib.util, "find_spec", found.get)
+    monkeypatch.setenv("LMREC_CACHE_DIR", str(tmp_path / "cache"))
+    whole = b"".join(parts)
+
+    def ship(sha):
+        return resolve.ShippedGGUF("m", tuple(found), ("f.part",) * 3, "pip install m", sha)
+
+    monkeypatch.setitem(resolve.SHIPPED, "m", ship(hashlib.sha256(whole).hexdigest()))
+    path = resolve.shipped_gguf_path("m")
+    assert path.read_bytes() == whole and path.parent == tmp_path / "cache" / "models"
+
+    path.unlink()
+    monkeypatch.setitem(resolve.SHIPPED, "m", ship("0" * 64))
+    with pytest.raises(SourceNotFoundError, match="does not match its published sha256"):
+        resolve.shipped_gguf_path("m")
+    assert list(path.parent.iterdir()) == []
+
+
 @pytest.mark.slow
 def test_smollm2_from_the_shipped_gguf_scores_sensibly():
     model, tok = load_llm("smollm2-135m", device="cpu")

@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 
 from lmrec.config import from_dict
 from lmrec.errors import ConfigError
-from lmrec.llm.run import LLMRunConfig, llm_evaluate, llm_train
+from lmrec.llm.config import LLMRunConfig
+from lmrec.llm.run import llm_evaluate, llm_train
 
 KEYS = [
     "topk/HR@1",

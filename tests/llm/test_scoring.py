@@ -41,6 +41,28 @@ def test_one_pass_topk_equals_the_slow_per_candidate_likelihood(tiny):
     assert torch.allclose(fast, torch.tensor(slow), atol=1e-4)
 
 
+def test_one_pass_batches_prompts_of_similar_length_and_keeps_their_order(tiny, monkeypatch):
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 2, 5)
+    # long, short, long, short: in the given order every batch of 2 would pad
+    prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[0].replace("<u_0>", "<u_1>"), PROMPTS[2]]
+    cands = ids.token_ids("item", np.array([[0, 3], [1, 2], [4, 3], [2, 1]]))
+    padded = []
+    real_forward = scoring.forward
+
+    def counting_forward(model, input_ids, attention_mask, **kw):
+        padded.append(int((attention_mask == 0).sum()))
+        return real_forward(model, input_ids, attention_mask, **kw)
+
+    monkeypatch.setattr(scoring, "forward", counting_forward)
+    got = score_token_candidates(model, tok, prompts, cands, batch_size=2)
+    assert padded == [0, 0]
+    monkeypatch.setattr(scoring, "forward", real_forward)
+    for i, p in enumerate(prompts):  # each row is its own prompt's, scored alone
+        alone = score_token_candidates(model, tok, [p], cands[i : i + 1], batch_size=1)
+        assert torch.allclose(got[i], alone[0], atol=1e-5)
+
+
 def test_batched_continuations_equal_one_at_a_time(tiny):
     model, tok = tiny
     conts = [[" Yes", " No the", " a"], [" the one", " User", " Yes"], [" a", " b", " c"]]

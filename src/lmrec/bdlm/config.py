@@ -1,7 +1,9 @@
 """BDLM's configs, composed from component configs: :class:`JointConfig` (the joint schedule and
 the domain side's optimiser), :class:`DomainSpec` (the domain model), the cascade and refit
-configs, and :class:`BDLMConfig` over them with the LLM side's :class:`~lmrec.llm.run.LLMRunConfig`.
-Every field is checked when the config is built, so a typo fails before any work.
+configs, and :class:`BDLMConfig` over them with the LLM side's
+:class:`~lmrec.llm.config.LLMSideConfig` (the stand-alone LLM run's config less its rows'
+start, schedule and data, which BDLM owns). Every field is checked when the config is built, so
+a typo fails before any work.
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ from lmrec.bdlm.cascade import CascadeConfig
 from lmrec.bdlm.refit import RefitConfig
 from lmrec.config import RESUMABLE, from_dict, to_dict
 from lmrec.errors import ConfigError, check_ints, check_numbers
+from lmrec.llm.config import LLMRunConfig, LLMSideConfig
 from lmrec.llm.finetune import FinetuneConfig
-from lmrec.llm.run import LLMRunConfig, PreloadConfig
+from lmrec.llm.run import saved_llm
 
 
 @dataclass
 class JointConfig:
     """The schedule and the domain side's optimiser of :class:`lmrec.bdlm.joint.JointTrainer`.
 
-    The LLM side's optimiser settings (``lr``, ``lr_tokens``, ``weight_decay``,
-    ``warmup_steps``, ``grad_clip``, ``max_length``, ``gradient_checkpointing``) are those of the
-    LLM config's ``train`` section (:class:`lmrec.llm.finetune.FinetuneConfig`).
+    The LLM side's optimiser is the LLM config's ``train`` section
+    (:class:`lmrec.llm.finetune.LLMOptimConfig`).
 
     Attributes
     ----------
@@ -130,7 +132,16 @@ SIDES = ("llm", "drs")
 PROJECTIONS = ("copy", "orthogonal", "linear")
 
 
-# llm.train fields that the joint schedule owns (JointConfig has them instead).
+# Where the settings of a stand-alone LLM run that BDLM owns itself go in a BDLM config; a BDLM
+# config that gives them in its llm section is told where they belong.
+_SAME_DATA = "{where}.{name} at the top level of the BDLM config (both sides use the same data)"
+_OWNED = {
+    "preload": "{where}.preload (true/false) and {where}.domain: BDLM pre-loads from its own "
+    "domain model",
+    "preprocess": _SAME_DATA,
+    "candidates": _SAME_DATA,
+    "data_dir": _SAME_DATA,
+}
 _SCHEDULE = {
     "epochs": "joint.epochs",
     "batch_size": "joint.batch_size",
@@ -140,6 +151,45 @@ _SCHEDULE = {
     "seed": "joint.seed",
     "accumulation_steps": "joint.batch_size (each process computes its shard in one pass)",
 }
+
+
+def _check_llm_section(llm: dict, where: str) -> None:
+    """Name where a stand-alone LLM run's setting goes when a BDLM llm section has it."""
+    for name, goes in _OWNED.items():
+        if name in llm:
+            raise ConfigError(
+                f"{where}.llm.{name}: not a setting of BDLM's LLM side; use "
+                + goes.format(where=where, name=name)
+            )
+    train = llm.get("train")
+    for name, goes in _SCHEDULE.items():
+        if isinstance(train, dict) and name in train:
+            raise ConfigError(
+                f"{where}.llm.train.{name}: the joint trainer owns the schedule; set {goes}"
+            )
+
+
+def saved_llm_side(llm: dict) -> dict:
+    """A BDLM run's saved ``llm`` section as today's code reads it.
+
+    Runs written before the LLM side had its own config class saved a whole stand-alone LLM
+    run config there, whose rows' start, schedule and data settings BDLM refused to be set:
+    they are dropped when they hold those refused defaults (anything else is kept, so the
+    config check names it).
+    """
+    out = saved_llm(llm)
+    run_defaults = to_dict(LLMRunConfig())
+    schedule_defaults = to_dict(FinetuneConfig())
+    for name in _OWNED:
+        if name in out and out[name] == run_defaults[name]:
+            out.pop(name)
+    if isinstance(out.get("train"), dict):
+        train = dict(out["train"])
+        for name in _SCHEDULE:
+            if name in train and train[name] == schedule_defaults[name]:
+                train.pop(name)
+        out["train"] = train
+    return out
 
 
 @dataclass
@@ -173,11 +223,11 @@ class BDLMConfig:
     Attributes
     ----------
     llm:
-        The LLM side (:class:`lmrec.llm.run.LLMRunConfig`): model, device, ``id_tokens``
+        The LLM side (:class:`lmrec.llm.config.LLMSideConfig`): model, device, ``id_tokens``
         (false: text-only prompts, *w/o ET*), training mode, prompts, SFT prompt kinds
-        (``examples``), optimiser (``train``: only lr, lr_tokens, weight_decay, warmup_steps,
-        grad_clip, max_length, gradient_checkpointing; the schedule is ``joint``'s), and the
-        evaluation settings (``tasks``, ``eval_limit``, ``eval_batch_size``) both sides use.
+        (``examples``), optimiser (``train``; the schedule is ``joint``'s), and the evaluation
+        settings (``tasks``, ``eval_limit``, ``eval_batch_size``) both sides use. Its ``seed``
+        also seeds the random user/item rows (*w/o PE*) and the orthogonal projection.
     domain:
         The domain model (:class:`DomainSpec`).
     joint:
@@ -204,7 +254,7 @@ class BDLMConfig:
         As for every method (:func:`lmrec.protocol.prepare.prepare`).
     """
 
-    llm: LLMRunConfig = field(default_factory=LLMRunConfig)
+    llm: LLMSideConfig = field(default_factory=LLMSideConfig)
     domain: DomainSpec = field(default_factory=DomainSpec)
     joint: JointConfig = field(default_factory=JointConfig)
     cascade: CascadeConfig = field(default_factory=CascadeConfig)
@@ -217,9 +267,17 @@ class BDLMConfig:
     candidates: dict = field(default_factory=dict)
     data_dir: str | None = None
 
+    @staticmethod
+    def check_raw(data: dict, where: str) -> None:
+        """Called by :func:`lmrec.config.from_dict` before the sections are built."""
+        if isinstance(data.get("llm"), dict):
+            _check_llm_section(data["llm"], where)
+
     def __post_init__(self) -> None:
+        if isinstance(self.llm, dict):
+            _check_llm_section(self.llm, "bdlm")
         for name, cls in (
-            ("llm", LLMRunConfig),
+            ("llm", LLMSideConfig),
             ("domain", DomainSpec),
             ("joint", JointConfig),
             ("cascade", CascadeConfig),
@@ -264,23 +322,6 @@ class BDLMConfig:
         if bad:
             raise ConfigError(f"bdlm.evaluate must be a subset of {SIDES}, got {bad}")
         llm = self.llm
-        if to_dict(llm.preload) != to_dict(PreloadConfig()):
-            raise ConfigError(
-                "bdlm.llm.preload: BDLM pre-loads from its own domain model; use bdlm.preload "
-                "(true/false) and bdlm.domain instead"
-            )
-        for name in ("preprocess", "candidates", "data_dir"):
-            if getattr(llm, name):
-                raise ConfigError(
-                    f"bdlm.llm.{name}: set {name} at the top level of the BDLM config (both "
-                    "sides use the same data)"
-                )
-        defaults = to_dict(FinetuneConfig())
-        for name, where in _SCHEDULE.items():
-            if getattr(llm.train, name) != defaults[name]:
-                raise ConfigError(
-                    f"bdlm.llm.train.{name}: the joint trainer owns the schedule; set {where}"
-                )
         if not llm.id_tokens and (self.preload or self.joint.lam > 0):
             raise ConfigError(
                 "bdlm.llm.id_tokens is false (text-only, w/o ET): there are no token rows to "
@@ -288,4 +329,11 @@ class BDLMConfig:
             )
 
 
-__all__ = ["PROJECTIONS", "SIDES", "BDLMConfig", "DomainSpec", "JointConfig"]
+__all__ = [
+    "PROJECTIONS",
+    "SIDES",
+    "BDLMConfig",
+    "DomainSpec",
+    "JointConfig",
+    "saved_llm_side",
+]

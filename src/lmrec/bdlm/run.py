@@ -39,7 +39,7 @@ import torch
 
 from lmrec.bdlm.aligned import AlignedBatches
 from lmrec.bdlm.cascade import Cascade
-from lmrec.bdlm.config import BDLMConfig
+from lmrec.bdlm.config import BDLMConfig, saved_llm_side
 from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.inference import evaluate_cascade, evaluate_domain
 from lmrec.bdlm.joint import JointSides, JointTrainer
@@ -47,7 +47,6 @@ from lmrec.bdlm.refit import RefitConfig, refit_on_lists, refit_on_valid
 from lmrec.bdlm.setup import preloaded_sides
 from lmrec.config import from_dict, to_dict
 from lmrec.llm.evaluate import evaluate_llm
-from lmrec.llm.run import saved_llm
 from lmrec.train.rundir import check_same_run
 from lmrec.utils.distributed import processes
 from lmrec.utils.io import read_json, write_json
@@ -263,7 +262,7 @@ def _llm_topk_scores(cfg: BDLMConfig, llm, tok, builder, prepared, ids) -> dict:
 def _comparable(run_config: dict) -> dict:
     out = {"dataset": run_config.get("dataset"), "bdlm": dict(run_config.get("bdlm", {}))}
     if isinstance(out["bdlm"].get("llm"), dict):
-        out["bdlm"]["llm"] = saved_llm(out["bdlm"]["llm"])
+        out["bdlm"]["llm"] = saved_llm_side(out["bdlm"]["llm"])
     for section, key in _COSMETIC:
         sec = dict(out["bdlm"].get(section, {}))
         sec.pop(key, None)

@@ -19,7 +19,7 @@ import torch
 
 from lmrec.bdlm.sharing import SharingModule
 from lmrec.errors import ConfigError, DataError
-from lmrec.llm.run import build_llm, saved_llm
+from lmrec.llm.run import build_llm
 from lmrec.utils.io import read_json
 
 
@@ -31,7 +31,9 @@ def preloaded_sides(cfg, dataset: str, prepared, out: Path):
     """
     ds = prepared.dataset
     # the LLM, with random user/item rows for now
-    llm, tok, ids, _ = build_llm(cfg.llm, ds.n_users, ds.n_items, ds.titles())
+    llm, tok, ids, _ = build_llm(
+        cfg.llm, ds.n_users, ds.n_items, ds.titles(), rows_seed=cfg.llm.seed
+    )
     width = int(llm.get_input_embeddings().weight.shape[1])
     device = next(llm.parameters()).device
 
@@ -57,7 +59,7 @@ def preloaded_sides(cfg, dataset: str, prepared, out: Path):
             q_i,
             cfg.projection,
             ds.titles(),
-            seed=cfg.llm.preload.seed,
+            seed=cfg.llm.seed,
             scale_copy=True,
             write=cfg.preload,
         )
@@ -128,7 +130,7 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
     quick); the id maps must equal the saved ones, else the weights no longer line up.
     """
     from lmrec.bdlm.cascade import Cascade
-    from lmrec.bdlm.config import BDLMConfig
+    from lmrec.bdlm.config import BDLMConfig, saved_llm_side
     from lmrec.bdlm.run import CONFIG_FILE
     from lmrec.config import from_dict
     from lmrec.llm.modes import apply_mode
@@ -143,7 +145,7 @@ def load_bdlm_run(run_dir: str | Path, data_dir: str | Path | None = None) -> BD
     if "bdlm" not in saved or "dataset" not in saved:
         raise DataError(f"{run / CONFIG_FILE}: not a BDLM run (no 'bdlm' and 'dataset' keys)")
     section = dict(saved["bdlm"])
-    section["llm"] = saved_llm(section.get("llm") or {})
+    section["llm"] = saved_llm_side(section.get("llm") or {})
     cfg = from_dict(BDLMConfig, section, f"{run / CONFIG_FILE}: bdlm")
     cfg.domain.run = _domain_folder(cfg.domain.run, run)
     if not (run / "drs.safetensors").is_file():

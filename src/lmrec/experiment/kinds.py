@@ -8,7 +8,7 @@
       train_config: {lam: 0.1, ...}     # lmrec.bdlm.joint.JointConfig (seed set per cell)
       options:
         side: llm                       # llm (BDLM-llm) or drs (BDLM-drs)
-        llm: {...}                      # LLMRunConfig sections (prompt, mode, train, ...)
+        llm: {...}                      # LLMSideConfig (prompt, mode, train, ...)
         domain: {model: lightgcn, ...}  # DomainSpec; or {from_method: lightgcn}
         cascade: {...}                  # CascadeConfig; also preload, share_prefix, evaluate
 
@@ -23,7 +23,7 @@ frozen LLM, ``model_config`` / ``train_config`` the scorer's and the training lo
 
 ``llm``: one LLM recommender run (:func:`lmrec.llm.run.llm_train`): ``model`` is the LLM,
 ``train_config`` its :class:`lmrec.llm.finetune.FinetuneConfig`, ``options`` the other
-:class:`~lmrec.llm.run.LLMRunConfig` fields (``mode``, ``prompt``, ``id_tokens``, ...).
+:class:`~lmrec.llm.config.LLMRunConfig` fields (``mode``, ``prompt``, ``id_tokens``, ...).
 
 Both functions are found by the runner through :data:`lmrec.experiment.cell.KIND_TARGETS`;
 :func:`register_cell_kinds` adds them to :data:`~lmrec.experiment.cell.CELL_KINDS` for code
@@ -144,7 +144,7 @@ def check_bdlm_cell(cell) -> None:
 
 
 def llm_cell_config(cell) -> dict[str, Any]:
-    """The :class:`~lmrec.llm.run.LLMRunConfig` dict of an ``llm`` cell."""
+    """The :class:`~lmrec.llm.config.LLMRunConfig` dict of an ``llm`` cell."""
     _no_model_config(cell, "llm")
     options = copy.deepcopy(cell.method.options)
     for key in ("model", "train", "preprocess", "candidates", "data_dir"):
@@ -166,9 +166,9 @@ def llm_cell_config(cell) -> dict[str, Any]:
 
 
 def check_llm_cell(cell) -> None:
-    """The :class:`~lmrec.llm.run.LLMRunConfig` an ``llm`` cell builds (no work done)."""
+    """The :class:`~lmrec.llm.config.LLMRunConfig` an ``llm`` cell builds (no work done)."""
     from lmrec.config import from_dict
-    from lmrec.llm.run import LLMRunConfig
+    from lmrec.llm.config import LLMRunConfig
 
     from_dict(LLMRunConfig, llm_cell_config(cell), f"method {cell.method.name}")
 

@@ -15,17 +15,19 @@ Modules, in the order data flows through them:
 - :mod:`~lmrec.llm.baselines`: LLM-Rec, InstructRec, GPT4SM.
 """
 
+from lmrec.llm.config import LLMRunConfig, LLMSideConfig
 from lmrec.llm.features import prompt_features
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import PromptBuilder, PromptConfig
 from lmrec.llm.resolve import load_llm
-from lmrec.llm.run import LLMRunConfig, llm_evaluate, llm_train, load_llm_run
+from lmrec.llm.run import llm_evaluate, llm_train, load_llm_run
 from lmrec.llm.scoring import score_continuations, score_token_candidates, score_yes_no
 from lmrec.llm.tokens import IdTokens, add_id_tokens, id_token_rows, preload_id_tokens
 
 __all__ = [
     "IdTokens",
     "LLMRunConfig",
+    "LLMSideConfig",
     "ModeConfig",
     "PromptBuilder",
     "PromptConfig",

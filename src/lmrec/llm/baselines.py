@@ -41,7 +41,7 @@ PRESETS: dict[str, dict] = {
 
 
 def preset(name: str, overrides: dict | None = None) -> dict:
-    """A baseline's :class:`~lmrec.llm.run.LLMRunConfig` dict, with ``overrides`` merged."""
+    """A baseline's :class:`~lmrec.llm.config.LLMRunConfig` dict, with ``overrides`` merged."""
     if name not in PRESETS:
         raise ConfigError(f"unknown LLM baseline {name!r}; choose one of {', '.join(PRESETS)}")
     out = copy.deepcopy(PRESETS[name])

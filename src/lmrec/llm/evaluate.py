@@ -5,16 +5,13 @@ through the one evaluator (:mod:`lmrec.eval.evaluator`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from lmrec.llm.run import LLMRunConfig
 import time
 from pathlib import Path
 
 import numpy as np
 
 from lmrec.config import from_dict, to_dict
+from lmrec.llm.config import LLMSideConfig
 from lmrec.llm.prompts import Prompt, PromptBuilder, histories
 from lmrec.llm.scoring import score_continuations, score_token_candidates, score_yes_no
 from lmrec.llm.sft import ExampleConfig, training_examples
@@ -70,7 +67,7 @@ def evaluate_llm(
     builder,
     prepared,
     ids,
-    cfg: LLMRunConfig,
+    cfg: LLMSideConfig,
     shots=None,
     progress: bool = True,
     ranks_to: Path | None = None,
@@ -114,7 +111,7 @@ def evaluate_llm(
 
 
 def few_shot_examples(
-    prepared, builder: PromptBuilder, cfg: LLMRunConfig
+    prepared, builder: PromptBuilder, cfg: LLMSideConfig
 ) -> dict[str, list[Prompt]]:
     """``cfg.few_shot`` demonstrations per task, drawn (seeded) from the training prompts."""
     if not cfg.few_shot:

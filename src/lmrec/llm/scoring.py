@@ -108,22 +108,34 @@ def last_log_probs(model, tokenizer, prompts: Sequence[str], batch_size: int = 1
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
+def length_order(tokenizer, prompts: Sequence[str]) -> np.ndarray:
+    """Indices that sort ``prompts`` by token count (stable): batches taken in this order hold
+    prompts of similar length, so left padding wastes (almost) no compute."""
+    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
+    return np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+
+
 @torch.inference_mode()
 def score_token_candidates(
     model, tokenizer, prompts: Sequence[str], candidate_ids, batch_size: int = 16
 ) -> Tensor:
     """Log-probability of each candidate's single answer token.
 
-    (B,) prompts and (B, C) token ids -> (B, C) log-probabilities.
+    (B,) prompts and (B, C) token ids -> (B, C) log-probabilities, in the prompts' order. The
+    batches group prompts of similar length (:func:`length_order`).
     """
     cand = torch.as_tensor(np.asarray(candidate_ids), dtype=torch.long)
-    out = []
+    if not len(prompts):
+        return torch.zeros(0, cand.shape[-1])
+    out = torch.empty(len(prompts), cand.shape[-1])
+    order = length_order(tokenizer, prompts)
     for s in range(0, len(prompts), batch_size):
-        batch = encode(tokenizer, prompts[s : s + batch_size], model_device(model))
+        rows = torch.from_numpy(order[s : s + batch_size])
+        batch = encode(tokenizer, [prompts[i] for i in rows.tolist()], model_device(model))
         logits = forward(model, **batch).logits[:, -1].float()  # (b, V)
         logp = torch.log_softmax(logits, -1)
-        out.append(torch.gather(logp, 1, cand[s : s + batch_size].to(logp.device)).cpu())
-    return torch.cat(out) if out else torch.zeros(0, cand.shape[-1])
+        out[rows] = torch.gather(logp, 1, cand[rows].to(logp.device)).cpu()
+    return out
 
 
 def first_token_id(tokenizer, text: str) -> int:
