@@ -7,7 +7,7 @@ prints per policy: wall seconds, user and system CPU seconds (min / median / max
 ``--repeats`` runs), the system share of CPU time, minor page faults, and the peak resident
 memory. Take it on an otherwise idle machine.
 
-    .venv/bin/python bench/bench_malloc.py [--policies release,reuse,off] [--repeats 3]
+    .venv/bin/python bench/bench_malloc.py [--policies "release reuse off"] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def one_run(policy: str, epochs: int) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--policies", default="release,reuse")
+    p.add_argument(
+        "--policies", default="release reuse", help="space-separated LMREC_MALLOC values"
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -87,7 +89,7 @@ def main() -> None:
         "| minor faults (median) | peak RSS (MB) |"
     )
     print("|---|---|---|---|---|---|---|")
-    for policy in args.policies.split(","):
+    for policy in args.policies.split():
         out = subprocess.run(
             [
                 sys.executable,

@@ -43,6 +43,9 @@ def test_fixed_threshold_returns_freed_blocks_to_the_os():
     assert _released_mb("release") > 80
     # reuse: 1 MB holes stay in the heap for the next step's tensors
     assert _released_mb("reuse") < 20
+    # thresholds given in MiB: 1 MiB blocks are mmapped at a 1 MiB threshold, kept at 4 MiB
+    assert _released_mb("1,1") > 80
+    assert _released_mb("4,128") < 20
 
 
 def test_malloc_policy_names_are_checked(monkeypatch):
@@ -50,5 +53,7 @@ def test_malloc_policy_names_are_checked(monkeypatch):
 
     with pytest.raises(ValueError, match="reuse, release, off"):
         configure_malloc("fast")
+    with pytest.raises(ValueError, match="MMAP_MIB,TRIM_MIB"):
+        configure_malloc("16,lots")
     monkeypatch.setenv("LMREC_MALLOC", "off")
     assert configure_malloc("release") is False  # the environment wins: nothing applied

@@ -15,13 +15,23 @@ Two failure modes, both measured on SmolLM2-135M on 2 cores:
   faults and 2.2 s of system time per 4 s step; a third of ``make demo``'s CPU time went to the
   kernel).
 
-``reuse`` (the default policy) fixes the threshold at glibc's maximum (32 MiB: the weights'
-gradients and the vocabulary-sized blocks are still mmapped and given back) and trims the heap
-only past 256 MiB of free top, so a training step reuses the blocks the previous step freed
-(the same step: 175 thousand faults, 0.9 s of system time, 3.0 s wall). Fixing the threshold
-also switches off glibc's raising. ``release`` is the earlier 128 KiB policy (smallest resident
-memory, most system time); ``off`` leaves glibc alone. ``LMREC_MALLOC`` overrides the policy
-for every call, without a code change.
+``reuse`` (the default policy) fixes the mmap threshold at 16 MiB and trims the heap only past
+128 MiB of free top, so a training step reuses the blocks the previous step freed, while the
+largest blocks (vocabulary-sized logits, the weights' gradients) are still mmapped and given
+back. Fixing the threshold also switches off glibc's raising. ``release`` is the earlier
+128 KiB policy (smallest resident memory, most system time); ``off`` leaves glibc alone.
+``LMREC_MALLOC`` overrides the policy for every call, without a code change; it also takes
+``MMAP_MIB,TRIM_MIB`` to try other thresholds.
+
+Why 16 / 128 MiB (``bench/bench_malloc.py`` and ``bench/bench_llm.py --worker memory``, idle
+2-core machine, 2026-11-30): the two workloads that pull apart are SASRec training on ML-100K
+(many 2-30 MiB activations: system time) and LoRA training on ML-1M with titles and gradient
+checkpointing (memory). System share of CPU time / LoRA peak resident memory, by
+mmap,trim thresholds in MiB: 0.125,0.125 (``release``) 38.9% / 2.0 GB (the memory figure of
+2026-11-23); 2,32 38.7% / 2.0 GB;
+8,64 12.1% / 4.5 GB; 16,128 9.8% / 4.9 GB; 32,64 11.1% / 6.6 GB; 32,256 9.6% / 6.5 GB. 16,128
+is the one setting under both targets (10% and 6 GB); SASRec takes 17.6 s there against 27.3 s
+under ``release``. The SASRec figures other than ``release`` and 32,256 are single runs.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ M_MMAP_THRESHOLD = -3
 DEFAULT_THRESHOLD = 128 * 1024  # glibc's own starting value
 POLICIES = {
     # policy: (mmap threshold, trim threshold) in bytes; None leaves glibc's defaults
-    "reuse": (32 * 2**20, 256 * 2**20),
+    "reuse": (16 * 2**20, 128 * 2**20),
     "release": (DEFAULT_THRESHOLD, DEFAULT_THRESHOLD),
     "off": None,
 }
@@ -51,6 +61,12 @@ def configure_malloc(policy: str | None = None) -> bool:
     import os
 
     policy = os.environ.get("LMREC_MALLOC") or policy or "reuse"
+    if "," in policy:  # "MMAP_MIB,TRIM_MIB": the two thresholds in MiB (for measuring)
+        try:
+            mmap_mib, trim_mib = (float(x) for x in policy.split(","))
+        except ValueError:
+            raise ValueError(f"LMREC_MALLOC {policy!r}: expected 'MMAP_MIB,TRIM_MIB'") from None
+        return fix_malloc_threshold(int(mmap_mib * 2**20), int(trim_mib * 2**20))
     if policy not in POLICIES:
         raise ValueError(
             f"malloc policy must be one of {', '.join(POLICIES)}, got {policy!r} (LMREC_MALLOC?)"
