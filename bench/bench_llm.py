@@ -63,19 +63,24 @@ def _builder(dataset: str, template: str, max_history: int = 10):
     return prepared, model, tok, ids, builder, hist
 
 
+def _test_prompts(template: str, n_users: int):
+    """The first ``n_users`` ML-100K test lists as top-K prompts of ``template``."""
+    prepared, model, tok, ids, builder, hist = _builder("ml-100k", template)
+    cands = prepared.sets[("topk", "test")]
+    users, items = cands.users[:n_users], cands.items[:n_users]
+    prompts = [
+        builder.prompt("topk", int(u), hist[int(u)], candidates=r).text
+        for u, r in zip(users, items, strict=True)
+    ]
+    return model, tok, builder, prompts, items, ids.token_ids("item", items)
+
+
 def worker_score(args) -> dict:
     _setup(args.threads)
     from lmrec.llm.generate import generate_ranking, generate_text_ranking
     from lmrec.llm.scoring import score_token_candidates
 
-    prepared, model, tok, ids, builder, hist = _builder("ml-100k", "bdlm-topk")
-    cands = prepared.sets[("topk", "test")]
-    users, items = cands.users[: args.users], cands.items[: args.users]
-    prompts = [
-        builder.prompt("topk", int(u), hist[int(u)], candidates=r).text
-        for u, r in zip(users, items, strict=True)
-    ]
-    tok_ids = ids.token_ids("item", items)
+    model, tok, builder, prompts, items, tok_ids = _test_prompts("bdlm-topk", args.users)
     score_token_candidates(model, tok, prompts[:2], tok_ids[:2])  # warm-up
     t0 = time.perf_counter()
     one = score_token_candidates(model, tok, prompts, tok_ids, batch_size=8).numpy()
@@ -158,15 +163,8 @@ def worker_flops_score(args) -> dict:
     from lmrec.llm.scoring import score_token_candidates
     from lmrec.train.loop import peak_memory_mb
 
-    prepared, model, tok, ids, builder, hist = _builder("ml-100k", "id-topk")
+    model, tok, _, prompts, _, tok_ids = _test_prompts("id-topk", args.users)
     _precision(model, args.precision)
-    cands = prepared.sets[("topk", "test")]
-    users, items = cands.users[: args.users], cands.items[: args.users]
-    prompts = [
-        builder.prompt("topk", int(u), hist[int(u)], candidates=r).text
-        for u, r in zip(users, items, strict=True)
-    ]
-    tok_ids = ids.token_ids("item", items)
     lengths = [len(x) for x in tok(prompts)["input_ids"]]
     vocab = model.get_output_embeddings().weight.shape[0]
     flops = decoder_flops(model.config, vocab, lengths, [1] * len(prompts))

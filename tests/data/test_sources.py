@@ -95,6 +95,26 @@ def test_download_verifies_and_unzips_into_the_cache(http_server, isolated_cache
     assert find_raw(spec, download=False).origin == "cache"  # second time: no download
 
 
+@pytest.mark.parametrize("top", ["", "toy/", "toy/toy/"])
+def test_the_zips_one_top_folder_becomes_the_cache_folder(http_server, isolated_cache, top):
+    """Flat zips, zips with one top folder, and one whose top folder holds a folder of the same
+    name all unpack to the same files; a stale copy in the cache is replaced."""
+    from lmrec.data.sources import fetch
+
+    www, url = http_server
+    blob = toy_zip(top)
+    (www / "t.zip").write_bytes(blob)
+    dest = isolated_cache / "raw" / "toy"
+    make(dest, "stale.txt")
+    fetch(Download(f"{url}/t.zip", hashlib.sha256(blob).hexdigest()), dest)
+    inner = dest / "toy" if top == "toy/toy/" else dest
+    assert sorted(p.name for p in dest.iterdir()) == (
+        ["toy"] if inner != dest else ["a.txt", "b.txt"]
+    )
+    assert (inner / "a.txt").read_text() == "a" and (inner / "b.txt").read_text() == "b"
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["toy"]  # no temporary folder left
+
+
 def test_checksum_mismatch_is_clear_and_leaves_nothing(http_server, isolated_cache):
     www, url = http_server
     (www / "toy.zip").write_bytes(toy_zip())

@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
-import shutil
 import tempfile
 import urllib.error
 import urllib.request
@@ -30,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmrec.errors import DataError, SourceNotFoundError
+from lmrec.utils.io import atomic_folder
 from lmrec.utils.paths import cache_dir
 
 ENV_DATA_DIR = "LMREC_DATA_DIR"
@@ -282,7 +282,6 @@ def fetch(download: Download, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".zip.tmp")
     tmp = Path(tmp_name)
-    unpack = None
     try:
         sha, md5 = hashlib.sha256(), hashlib.md5(usedforsecurity=False)
         with (
@@ -307,18 +306,18 @@ def fetch(download: Download, dest: Path) -> Path:
                 "changed upstream; nothing was kept. Retry, or place the files yourself and set "
                 f"{ENV_DATA_DIR}."
             )
-        unpack = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.unzip."))
-        _unzip(tmp, unpack, download.url)
-        entries = list(unpack.iterdir())
-        top = entries[0] if len(entries) == 1 and entries[0].is_dir() else unpack
-        if dest.exists():
-            # A stale, incomplete copy (it lacked the files, or we would not be here).
-            shutil.rmtree(dest)
-        os.replace(top, dest)
+        # unpacked beside dest, renamed into place only when complete (a stale, incomplete
+        # copy there is replaced: it lacked the files, or we would not be here)
+        with atomic_folder(dest, mode=0o755) as folder:
+            _unzip(tmp, folder, download.url)
+            entries = list(folder.iterdir())
+            if len(entries) == 1 and entries[0].is_dir():  # the zip's one top folder is dest
+                top = entries[0].rename(folder / ".lmrec-zip-top")
+                for child in list(top.iterdir()):
+                    os.replace(child, folder / child.name)
+                top.rmdir()
     finally:
         tmp.unlink(missing_ok=True)
-        if unpack is not None and unpack.exists():
-            shutil.rmtree(unpack, ignore_errors=True)
     return dest
 
 

@@ -100,6 +100,24 @@ def build_llm(
     return model, tok, ids, record
 
 
+def _build_preloaded(cfg: LLMRunConfig, dataset_name: str, out: Path | None, prepared):
+    """:func:`build_llm` with the rows ``cfg.preload`` asks for (a domain model's, trained into
+    ``out`` when needed, or random)."""
+    ds = prepared.dataset
+    tables = None
+    if cfg.id_tokens and cfg.preload.init == "domain":
+        tables = domain_tables(cfg.preload, dataset_name, out, prepared)
+    return build_llm(
+        cfg,
+        ds.n_users,
+        ds.n_items,
+        ds.titles(),
+        tables,
+        projection=cfg.preload.projection,
+        rows_seed=cfg.preload.seed,
+    )
+
+
 def id_rows(model, ids: IdTokens) -> torch.Tensor:
     """The user/item rows of the (base) input embedding: (n_users + n_items, width)."""
     return model.get_input_embeddings().weight[ids.first_id : ids.end_id].detach().float().cpu()
@@ -169,18 +187,7 @@ def llm_train(
         )
         set_id_token_rows(model, ids, "all", load_file(str(out / ROWS_FILE))["rows"])
     else:
-        tables = None
-        if cfg.id_tokens and cfg.preload.init == "domain":
-            tables = domain_tables(cfg.preload, dataset_name, out, prepared)
-        model, tok, ids, record = build_llm(
-            cfg,
-            ds.n_users,
-            ds.n_items,
-            ds.titles(),
-            tables,
-            projection=cfg.preload.projection,
-            rows_seed=cfg.preload.seed,
-        )
+        model, tok, ids, record = _build_preloaded(cfg, dataset_name, out, prepared)
         if main and ids is not None:
             ids.save(out / "id_tokens.json")
             rows = {"rows": id_rows(model, ids)}
@@ -292,18 +299,8 @@ def llm_evaluate(run: str | Path | dict, out_dir: str | Path | None = None) -> d
         cfg = from_dict(LLMRunConfig, {**run.get("llm", {}), "mode": {"mode": "none"}}, "llm")
         prepared = _prepare(run["dataset"], cfg)
         ds = prepared.dataset
-        tables = None
-        if cfg.id_tokens and cfg.preload.init == "domain":
-            tables = domain_tables(cfg.preload, run["dataset"], out_dir and Path(out_dir), prepared)
-        model, tok, ids, _ = build_llm(
-            cfg,
-            ds.n_users,
-            ds.n_items,
-            ds.titles(),
-            tables,
-            projection=cfg.preload.projection,
-            rows_seed=cfg.preload.seed,
-        )
+        out = Path(out_dir) if out_dir is not None else None
+        model, tok, ids, _ = _build_preloaded(cfg, run["dataset"], out, prepared)
     else:
         model, tok, ids, cfg, name = load_llm_run(run)
         prepared = _prepare(name, cfg)
