@@ -287,7 +287,10 @@ def experiment(
         except ValueError:
             raise ConfigError(f"--seeds takes comma-separated integers, got {seeds!r}") from None
     report_dir = run_experiment(config, out, only=only_list, seeds=seed_list, console=console)
-    console.print(f"report written to {report_dir}")
+    from lmrec.utils.distributed import processes
+
+    if processes().is_main:
+        console.print(f"report written to {report_dir}")
 
 
 @app.command("demo")

@@ -223,8 +223,12 @@ def execute_cell(cell_dir: Path, fn: CellFn | None = None, *, isolated: bool = F
     metrics. On failure records the error in the attempt and re-raises.
 
     ``isolated`` says this process runs only this cell, so its peak RSS is the cell's own;
-    otherwise the figure is this process's high-water mark so far (an upper bound).
+    otherwise the figure is this process's high-water mark so far (an upper bound). Under a
+    multi-process launch every process runs the cell and the main one writes its files.
     """
+    from lmrec.utils.distributed import processes
+
+    main = processes().is_main
     cell_dir = Path(cell_dir)
     cell, _ = read_spec(cell_dir)
     fn = fn or resolve_kind(cell.method.kind)
@@ -250,8 +254,10 @@ def execute_cell(cell_dir: Path, fn: CellFn | None = None, *, isolated: bool = F
         attempt["wall_s"] = round(time.perf_counter() - t0, 3)
         attempt["finished_at"] = now_iso()
         attempt.update(_peak_memory())
-        record_attempt(cell_dir, attempt)
-    write_json(cell_dir / METRICS_FILE, metrics)
+        if main:
+            record_attempt(cell_dir, attempt)
+    if main:
+        write_json(cell_dir / METRICS_FILE, metrics)
     return metrics
 
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from lmrec.errors import ConfigError
+from lmrec.utils.distributed import processes
 from lmrec.utils.io import read_json, sha256_json, write_json
 
 SHARED_DIR = "_bdlm"  # "_..." is never a method name (method names are slugs without "_" ends)
@@ -108,28 +109,36 @@ def run_bdlm_cell(cell, out_dir: Path) -> dict[str, float]:
     from_dict(BDLMConfig, config, f"method {cell.method.name}")  # fail before any work
     shared = dataset_dir / SHARED_DIR / key
     metrics = run_bdlm(cell.dataset, config, shared)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "protocol.json", read_json(shared / "protocol.json"))
-    write_json(out_dir / "config.json", {**read_json(shared / "config.json"), "side": side})
-    write_json(out_dir / "shared_run.json", {"folder": str(shared), "side": side})
     if side not in metrics:
         raise ConfigError(
             f"method {cell.method.name!r}: side {side!r} was not evaluated (bdlm.evaluate)"
         )
+    procs = processes()
+    procs.barrier()  # the shared run's files are written
+    if procs.is_main:  # under a launch, the main process writes the cell's files
+        _bdlm_cell_files(shared, out_dir, side)
+    out = dict(metrics[side])
+    if side == "drs":
+        out.update({f"domain/{k}": v for k, v in metrics.get("domain", {}).items()})
+    out.update({f"train/{k}": v for k, v in metrics.get("train", {}).items()})
+    return out
+
+
+def _bdlm_cell_files(shared: Path, out_dir: Path, side: str) -> None:
+    """A bdlm cell's own files: the shared run's protocol and config, and its side's ranks."""
     from lmrec.bdlm.run import ranks_file
     from lmrec.eval.significance import DOMAIN_RANKS_FILE, RANKS_FILE
 
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "protocol.json", read_json(shared / "protocol.json"))
+    write_json(out_dir / "config.json", {**read_json(shared / "config.json"), "side": side})
+    write_json(out_dir / "shared_run.json", {"folder": str(shared), "side": side})
     copies = {ranks_file(side): RANKS_FILE}
     if side == "drs":
         copies[ranks_file("domain")] = DOMAIN_RANKS_FILE
     for src, dst in copies.items():
         if (shared / src).is_file():
             write_json(out_dir / dst, read_json(shared / src))
-    out = dict(metrics[side])
-    if side == "drs":
-        out.update({f"domain/{k}": v for k, v in metrics.get("domain", {}).items()})
-    out.update({f"train/{k}": v for k, v in metrics.get("train", {}).items()})
-    return out
 
 
 def check_bdlm_cell(cell) -> None:

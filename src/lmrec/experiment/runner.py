@@ -13,6 +13,14 @@ folder ``<out>/cells/<dataset>/<method>/seed-<s>/`` (see :mod:`lmrec.experiment.
 By default every cell runs in a fresh Python process (``isolate: true``): the peak RSS recorded in
 its ``cell.json`` is then that cell's own, not the high-water mark of everything before it, and a
 crash, a leak or a global torch setting cannot carry over to the next cell.
+
+Under a multi-process launcher (``torchrun --nproc_per_node N -m lmrec.cli experiment ...`` or
+``accelerate launch``) every process runs the same cells in the same order, in-process, so the
+cells of the kinds that shard their work (:data:`LAUNCHED_KINDS`: LLM fine-tuning, BDLM's joint
+training) train and evaluate on all of them; only the main process writes the cell files and the
+report. The other kinds train in one process: their cells must have finished before the launch
+(run the same command without the launcher first, e.g. with ``--only`` those methods), and the
+launch says which ones are missing before any work.
 """
 
 from __future__ import annotations
@@ -62,11 +70,14 @@ from lmrec.experiment.grid import CELLS_DIR, cell_dir, expand, select_cells
 from lmrec.experiment.paired import paired_markdown
 from lmrec.experiment.report import write_report
 from lmrec.experiment.tables import same_users_markdown, table3_rich
+from lmrec.utils.distributed import launched, processes
 from lmrec.utils.io import read_json, write_json
 
 __all__ = ["CELL_KINDS", "KIND_TARGETS", "expand", "run_experiment", "select_cells"]
 
 EXPERIMENT_FILE = "experiment.json"
+# cell kinds whose training and evaluation shard across the processes of a launch
+LAUNCHED_KINDS = ("llm", "bdlm")
 LOCK_FILE = ".lock"
 LOG_TAIL = 2000  # characters of a failed isolated cell's log quoted in the error
 
@@ -106,11 +117,6 @@ def run_experiment(
         After the report is written, when any cell failed (or at the first failure with
         ``fail_fast``); running the same command again retries the failed cells.
     """
-    from lmrec.utils.distributed import require_one_process
-
-    require_one_process(
-        "lmrec experiment (its cells run one after another, each in its own process)"
-    )
     source = None
     if isinstance(config, str | Path):
         source = str(config)
@@ -141,15 +147,41 @@ def run_experiment(
                 f"not a method of this experiment ({', '.join(sorted(names))})"
             )
         check_cell(cell)
+    if launched():
+        _check_launchable(out, chosen, source or "<config>")
+        procs = processes()
+        # one process of the launch runs the grid's files; the others run the same cells
+        cfg = experiment_from_dict({**to_dict(cfg), "isolate": False})
+        if not procs.is_main:
+            return _run(cfg, out, chosen, source, Console(quiet=True))
     with _exclusive(out):
         return _run(cfg, out, chosen, source, console)
+
+
+def _check_launchable(out: Path, chosen: list[Cell], source: str) -> None:
+    """Under a launcher, refuse (before any work) cells that train in one process only and have
+    not finished yet, naming them and the command that runs them."""
+    waiting = [
+        c
+        for c in chosen
+        if c.method.kind not in LAUNCHED_KINDS and not (cell_dir(out, c) / METRICS_FILE).exists()
+    ]
+    if waiting:
+        names = ",".join(dict.fromkeys(c.method.name for c in waiting))
+        raise ConfigError(
+            f"under a multi-process launch only the {' and '.join(LAUNCHED_KINDS)} cells run "
+            "(they shard across the processes); these cells train in one process and have not "
+            f"finished: {', '.join(c.id for c in waiting)}. Run them first without the launcher: "
+            f"lmrec experiment {source} --only {names}"
+        )
 
 
 def _run(
     cfg: ExperimentConfig, out: Path, chosen: list[Cell], source: str | None, console: Console
 ) -> Path:
-
-    write_json(out / EXPERIMENT_FILE, {"source": source, "config": to_dict(cfg)})
+    procs = processes()
+    if procs.is_main:
+        write_json(out / EXPERIMENT_FILE, {"source": source, "config": to_dict(cfg)})
 
     failures: list[tuple[Cell, BaseException]] = []
     with Progress(
@@ -176,10 +208,14 @@ def _run(
                 if cfg.fail_fast:
                     break
             else:
-                wall = read_json(folder / CELL_FILE)["attempts"][-1]["wall_s"]
-                progress.console.print(f"[green]{cell.id}[/]: done in {wall:.1f} s")
+                if procs.is_main:
+                    wall = read_json(folder / CELL_FILE)["attempts"][-1]["wall_s"]
+                    progress.console.print(f"[green]{cell.id}[/]: done in {wall:.1f} s")
             progress.advance(task)
 
+    procs.barrier()
+    if not procs.is_main:  # the main process writes and prints the report
+        return out / "report.md"
     report = write_report(cfg, out, source=source)
     results = read_json(out / "results.json")
     console.print(table3_rich(results))
@@ -226,7 +262,11 @@ def _exclusive(out: Path) -> Iterator[None]:
 
 
 def _prepare_folder(cell: Cell, folder: Path) -> bool:
-    """Save or check the cell's spec; True when the cell is already finished."""
+    """Save or check the cell's spec; True when the cell is already finished.
+
+    Under a launcher every process checks, and the main one saves."""
+    procs = processes()
+    procs.barrier()  # the previous cell's files are written
     if (folder / SPEC_FILE).exists():
         saved, _ = read_spec(folder)
         if saved.comparable() != cell.comparable():
@@ -238,7 +278,9 @@ def _prepare_folder(cell: Cell, folder: Path) -> bool:
     if (folder / METRICS_FILE).exists():
         return True
     fn = resolve_kind(cell.method.kind)
-    save_spec(cell, folder, KIND_TARGETS.get(cell.method.kind) or _target_or_none(fn))
+    if procs.is_main:
+        save_spec(cell, folder, KIND_TARGETS.get(cell.method.kind) or _target_or_none(fn))
+    procs.barrier()
     return False
 
 
