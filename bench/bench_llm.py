@@ -47,7 +47,9 @@ def _setup(threads: int):
     return torch
 
 
-def _builder(dataset: str, template: str, max_history: int = 10):
+def _builder(
+    dataset: str, template: str, max_history: int = 10, interaction: str = "bdlm-interaction"
+):
     from lmrec.llm.prompts import PromptBuilder, PromptConfig, histories
     from lmrec.llm.resolve import load_llm
     from lmrec.llm.tokens import add_id_tokens
@@ -57,7 +59,7 @@ def _builder(dataset: str, template: str, max_history: int = 10):
     ds = prepared.dataset
     model, tok = load_llm("smollm2-135m")
     ids = add_id_tokens(model, tok, ds.n_users, ds.n_items)
-    cfg = PromptConfig(topk=template, max_history=max_history)
+    cfg = PromptConfig(topk=template, interaction=interaction, max_history=max_history)
     builder = PromptBuilder(cfg, ds.titles(), ids, tok)
     hist = histories(prepared.split.history_before("test"), ds.n_users)
     return prepared, model, tok, ids, builder, hist
@@ -223,6 +225,63 @@ def worker_flops_train(args) -> dict:
         "sys_s": s1 - s0,
         "peak_mb": peak_memory_mb(next(model.parameters()).device),
     }
+
+
+def worker_yesno(args) -> dict:
+    """P(Yes) scoring with and without running each user's common prompt beginning once."""
+    _setup(args.threads)
+    from lmrec.llm.scoring import score_yes_no
+
+    prepared, model, tok, _, builder, hist = _builder("ml-100k", "id-topk", 10, "id-interaction")
+    _precision(model, args.precision)
+    out = {}
+    for name, (stage_task, per_user) in {
+        "2 a user (the interaction sets)": (("interaction", "test"), 2),
+        "20 a user (a top-K list as interaction prompts)": (("topk", "test"), 20),
+    }.items():
+        sets = prepared.sets[stage_task]
+        n = max(1, args.users * 2 // per_user)
+        prompts = [
+            builder.prompt("interaction", int(u), hist[int(u)], target=int(j)).text
+            for u, row in zip(sets.users[:n], sets.items[:n], strict=True)
+            for j in row
+        ]
+        score_yes_no(model, tok, prompts[: per_user * 2], batch_size=16)  # warm-up
+        rates, scores = {}, {}
+        for share in (False, True):
+            times = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                scores[share] = score_yes_no(model, tok, prompts, batch_size=16, share_prefix=share)
+                times.append(time.perf_counter() - t0)
+            rates[share] = [len(prompts) / t for t in times]
+        out[name] = {
+            "prompts": len(prompts),
+            "plain": rates[False],
+            "shared": rates[True],
+            "max_diff": float((scores[True] - scores[False]).abs().max()),
+        }
+    return out
+
+
+def yesno_table(args) -> None:
+    r = run_worker("yesno", args, precision=args.precision)
+    print(f"\n## P(Yes) scoring, ML-100K test users, id prompts, {args.precision}, batch 16")
+    if "error" in r:
+        print("error:", r["error"])
+        return
+    print(
+        "| interaction prompts | prompts | plain, prompts/s (min / median / max) "
+        "| shared beginning, prompts/s | speed-up (medians) | largest score difference |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, row in r.items():
+        plain, shared = statistics.median(row["plain"]), statistics.median(row["shared"])
+        print(
+            f"| {name} | {row['prompts']} | {min(row['plain']):.1f} / {plain:.1f} / "
+            f"{max(row['plain']):.1f} | {min(row['shared']):.1f} / {shared:.1f} / "
+            f"{max(row['shared']):.1f} | {shared / plain:.2f}x | {row['max_diff']:.1e} |"
+        )
 
 
 def flops_table(args) -> None:
@@ -391,7 +450,7 @@ def main() -> None:
     p.add_argument("--checkpointing", action="store_true", help="gradient checkpointing")
     p.add_argument("--repeats", type=int, default=3, help="timed passes per row (flops)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"))
-    p.add_argument("--only", default="flops,score,train,memory")
+    p.add_argument("--only", default="flops,yesno,score,train,memory")
     p.add_argument("--out", default="/tmp/llm_quality")
     p.add_argument("--sft-steps", type=int, default=60)
     p.add_argument("--eval-users", type=int, default=300)
@@ -402,6 +461,7 @@ def main() -> None:
             "peak": worker_peak,
             "flops-score": worker_flops_score,
             "flops-train": worker_flops_train,
+            "yesno": worker_yesno,
             "score": worker_score,
         }
         print(json.dumps(workers.get(args.worker, worker_train)(args)))
@@ -409,6 +469,8 @@ def main() -> None:
     jobs = args.only.split(",")
     if "flops" in jobs:
         flops_table(args)
+    if "yesno" in jobs:
+        yesno_table(args)
     if "quality" in jobs:
         quality(args)
     if "score" in jobs:

@@ -2,9 +2,10 @@
 
 import torch
 
-from lmrec.bdlm.features import FeatureCache, prefix_groups, shared_prefix_features
+from lmrec.bdlm.features import FeatureCache
 from lmrec.llm.features import prompt_features
 from lmrec.llm.modes import ModeConfig, apply_mode
+from lmrec.llm.prefix import prefix_groups, shared_prefix_features
 from lmrec.llm.resolve import load_llm
 from lmrec.llm.tokens import add_id_tokens
 

@@ -8,7 +8,7 @@ import torch
 from lmrec.bdlm.config import BDLMConfig
 from lmrec.bdlm.sharing import SharingModule
 from lmrec.config import from_dict
-from lmrec.errors import ConfigError
+from lmrec.errors import ConfigError, DataError
 
 TABLE3 = ["topk/HR@1", "topk/HR@2", "interaction/precision", "interaction/recall"]
 TINY_LLM = {
@@ -73,6 +73,10 @@ def test_a_run_saved_with_the_whole_llm_run_config_still_loads_and_is_the_same_r
     section = {**old["bdlm"], "llm": saved_llm_side(old["bdlm"]["llm"])}
     assert from_dict(BDLMConfig, section, "saved") == cfg
     assert _comparable(old) == _comparable({"dataset": "ml-100k", "bdlm": to_dict(cfg)})
+
+    # the rows were seeded by preload.seed (0) then, by llm.seed now: another seed cannot reload
+    with pytest.raises(DataError, match="llm.seed 3"):
+        saved_llm_side({**old_llm, "seed": 3})
 
     # a value BDLM never allowed is kept, so the check names it instead of dropping it
     old_llm["train"]["epochs"] = 3

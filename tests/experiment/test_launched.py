@@ -101,6 +101,35 @@ def _cell(out, method: str):
     return out / "cells" / "ml-100k" / method / "seed-0"
 
 
+def test_the_refusal_gives_the_command_with_the_runs_own_folder_and_seeds(tmp_path, monkeypatch):
+    from lmrec.errors import ConfigError
+    from lmrec.experiment.runner import run_experiment
+    from lmrec.utils import distributed
+
+    monkeypatch.setattr(distributed, "launched", lambda: True)  # as under torchrun
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(_experiment(tmp_path / "default")))
+    with pytest.raises(ConfigError) as err:
+        run_experiment(path, tmp_path / "mine", seeds=[0])
+    assert f"lmrec experiment {path} --out {tmp_path / 'mine'} --seeds 0 --only " in str(err.value)
+    assert "--only popularity,lightgcn" in str(err.value)
+    assert not (tmp_path / "mine").exists() and not (tmp_path / "default").exists()
+
+
+def test_a_launch_refuses_cells_that_would_train_a_domain_model_inside(tmp_path, monkeypatch):
+    from lmrec.errors import ConfigError
+    from lmrec.experiment.runner import run_experiment
+    from lmrec.utils import distributed
+
+    monkeypatch.setattr(distributed, "launched", lambda: True)
+    config = _experiment(tmp_path / "exp")
+    bdlm = config["methods"][2]
+    bdlm["options"]["domain"] = {"model": "lightgcn"}  # trained inside the cell
+    config["methods"] = [bdlm]
+    with pytest.raises(ConfigError, match="ml-100k/tiny-bdlm/seed-0 would train their domain"):
+        run_experiment(config)
+
+
 @pytest.mark.slow
 def test_a_launch_names_the_one_process_cells_that_must_run_first(tmp_path):
     out = tmp_path / "exp"

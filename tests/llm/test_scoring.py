@@ -107,6 +107,32 @@ def test_yes_no_is_the_log_odds_of_the_first_answer_token(tiny):
     assert torch.allclose(s, logp[:, y] - logp[:, n], atol=1e-5)
 
 
+def test_yes_no_of_one_users_prompts_runs_their_common_beginning_once(tiny, monkeypatch):
+    from lmrec.llm import prefix
+
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 2, 5)
+    prompts = [
+        f"User <u_{u}> has watched <i_1>, <i_2>. Will the user like <i_{j}>? Answer:"
+        for u, items in ((0, (0, 3, 4)), (1, (4, 2)))
+        for j in items
+    ]
+    assert ids.n_items == 5
+    passes = []
+    real = prefix.prefix_then_suffixes
+
+    def counting(model, prefix_ids, p_mask, owner, suffix, s_mask, **kw):
+        passes.append((prefix_ids.shape[0], suffix.shape[0], suffix.shape[1]))
+        return real(model, prefix_ids, p_mask, owner, suffix, s_mask, **kw)
+
+    monkeypatch.setattr(prefix, "prefix_then_suffixes", counting)
+    shared = score_yes_no(model, tok, prompts, batch_size=8)
+    plain = score_yes_no(model, tok, prompts, share_prefix=False)
+    assert torch.allclose(shared, plain, atol=1e-4)
+    # one pass: the two users' beginnings once each, then 5 suffixes of a few tokens
+    assert len(passes) == 1 and passes[0][:2] == (2, 5) and passes[0][2] <= 6
+
+
 def test_constrained_generation_only_spells_candidates(tiny):
     model, tok = tiny
     ids = add_id_tokens(model, tok, 2, 5)

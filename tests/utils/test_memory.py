@@ -55,5 +55,7 @@ def test_malloc_policy_names_are_checked(monkeypatch):
         configure_malloc("fast")
     with pytest.raises(ValueError, match="MMAP_MIB,TRIM_MIB"):
         configure_malloc("16,lots")
+    with pytest.raises(ValueError, match=r"MMAP_MIB must be in \(0, 32\]"):
+        configure_malloc("64,128")  # glibc would refuse it and keep its own threshold
     monkeypatch.setenv("LMREC_MALLOC", "off")
     assert configure_malloc("release") is False  # the environment wins: nothing applied

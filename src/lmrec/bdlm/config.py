@@ -14,7 +14,7 @@ from lmrec.bdlm.aligned import ROW_SCHEDULES
 from lmrec.bdlm.cascade import CascadeConfig
 from lmrec.bdlm.refit import RefitConfig
 from lmrec.config import RESUMABLE, from_dict, to_dict
-from lmrec.errors import ConfigError, check_ints, check_numbers
+from lmrec.errors import ConfigError, DataError, check_ints, check_numbers
 from lmrec.llm.config import LLMRunConfig, LLMSideConfig
 from lmrec.llm.finetune import FinetuneConfig
 from lmrec.llm.run import saved_llm
@@ -178,6 +178,13 @@ def saved_llm_side(llm: dict) -> dict:
     config check names it).
     """
     out = saved_llm(llm)
+    if "preload" in out and out.get("seed", 0) != 0:
+        # the random rows and the projection were seeded by llm.preload.seed (always 0) then,
+        # by llm.seed now: rebuilt with this seed they would not be the saved run's
+        raise DataError(
+            f"this BDLM run was saved with llm.seed {out['seed']} by an older lmrec, which "
+            "seeded the token rows with 0; it cannot be reloaded as it was trained"
+        )
     run_defaults = to_dict(LLMRunConfig())
     schedule_defaults = to_dict(FinetuneConfig())
     for name in _OWNED:

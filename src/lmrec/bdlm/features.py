@@ -24,9 +24,8 @@ import torch
 from torch import Tensor
 
 from lmrec.llm.features import prompt_features
-from lmrec.llm.scoring import is_prompt_learning, model_device, prefix_then_suffixes
-
-MIN_SHARED = 4  # tokens two prompts must share to be encoded as one group
+from lmrec.llm.prefix import shared_prefix_features
+from lmrec.llm.scoring import is_prompt_learning
 
 
 def weights_fingerprint(model) -> tuple:
@@ -97,82 +96,3 @@ class FeatureCache:
             return prompt_features(model, prompts, tokenizer, batch_size=self.batch_size)
         finally:
             model.train(training)
-
-
-def _common_length(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    k = 0
-    while k < n and a[k] == b[k]:
-        k += 1
-    return k
-
-
-def prefix_groups(token_ids: list[list[int]]) -> list[tuple[int, list[int]]]:
-    """Split consecutive token sequences into groups sharing a prefix.
-
-    Returns ``(prefix_length, member indices)`` per group: every member starts with the same
-    ``prefix_length`` tokens and keeps at least one token after them. A sequence joins the
-    current group when it shares at least :data:`MIN_SHARED` tokens with the group's prefix.
-    """
-    groups: list[tuple[int, list[int]]] = []
-    for k, ids in enumerate(token_ids):
-        if groups:
-            length, members = groups[-1]
-            first = token_ids[members[0]]
-            shared = min(length, _common_length(first, ids), len(ids) - 1)
-            if shared >= MIN_SHARED:
-                groups[-1] = (shared, [*members, k])
-                continue
-        groups.append((len(ids) - 1, [k]))
-    return groups
-
-
-@torch.inference_mode()
-def shared_prefix_features(model, tokenizer, prompts: Sequence[str], batch_size: int = 8) -> Tensor:
-    """Top-layer last-position feature of each prompt, encoding shared prefixes once: (n, d).
-
-    Prompts are tokenized as :func:`lmrec.llm.scoring.encode` does (with the tokenizer's
-    special tokens); groups of consecutive prompts with a common token prefix
-    (:func:`prefix_groups`) run that prefix once (left padded, ``batch_size`` groups per pass),
-    its key/value cache is repeated for each member, and the members' suffixes run on top of it
-    (right padded, positions continuing after the prefix). Returns CPU float32.
-    """
-    device = model_device(model)
-    ids = [tokenizer(p)["input_ids"] for p in prompts]
-    groups = prefix_groups(ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    out = torch.zeros(len(prompts), model.config.hidden_size)
-    for start in range(0, len(groups), batch_size):
-        chunk = groups[start : start + batch_size]
-        # prefixes, left padded: (G, P)
-        p_len = torch.tensor([length for length, _ in chunk])
-        width = int(p_len.max())
-        prefix = torch.full((len(chunk), width), pad, dtype=torch.long)
-        p_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for g, (length, members) in enumerate(chunk):
-            prefix[g, width - length :] = torch.tensor(ids[members[0]][:length])
-            p_mask[g, width - length :] = 1
-        # suffixes, right padded: (R, S), each row continuing its group's prefix
-        rows = [(g, k) for g, (_, members) in enumerate(chunk) for k in members]
-        owner = torch.tensor([g for g, _ in rows])
-        suffixes = [ids[k][chunk[g][0] :] for g, k in rows]
-        s_len = torch.tensor([len(s) for s in suffixes])
-        s_width = int(s_len.max())
-        suffix = torch.full((len(rows), s_width), pad, dtype=torch.long)
-        s_mask = torch.zeros((len(rows), s_width), dtype=torch.long)
-        for r, s in enumerate(suffixes):
-            suffix[r, : len(s)] = torch.tensor(s)
-            s_mask[r, : len(s)] = 1
-        _, result = prefix_then_suffixes(
-            model,
-            prefix.to(device),
-            p_mask.to(device),
-            owner.to(device),
-            suffix.to(device),
-            s_mask.to(device),
-            output_hidden_states=True,
-            logits_to_keep=1,
-        )
-        last = result.hidden_states[-1][torch.arange(len(rows)), (s_len - 1).to(device)]
-        out[torch.tensor([k for _, k in rows])] = last.float().cpu()
-    return out

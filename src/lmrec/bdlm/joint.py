@@ -52,7 +52,7 @@ from lmrec.bdlm.features import FeatureCache
 from lmrec.bdlm.sharing import SharingModule, unique_ids
 from lmrec.errors import ConfigError
 from lmrec.llm.finetune import (
-    FinetuneConfig,
+    LLMOptimConfig,
     LLMOptimizer,
     batch_loss,
     enable_checkpointing,
@@ -141,7 +141,7 @@ class JointTrainer:
     config:
         Schedule and domain-side optimiser (:class:`JointConfig`).
     llm_train:
-        The LLM side's optimiser settings (its schedule fields are not read).
+        The LLM side's optimiser settings (:class:`lmrec.llm.finetune.LLMOptimConfig`).
     examples:
         Which SFT prompts the LLM trains on (``tasks``, ``n_candidates``, ``negatives``).
     out_dir:
@@ -153,7 +153,7 @@ class JointTrainer:
         sides: JointSides,
         batches: AlignedBatches,
         config: JointConfig,
-        llm_train: FinetuneConfig,
+        llm_train: LLMOptimConfig,
         examples: ExampleConfig,
         out_dir: str | Path | None = None,
     ) -> None:

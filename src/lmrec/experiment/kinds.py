@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 from lmrec.errors import ConfigError
-from lmrec.utils.distributed import processes
 from lmrec.utils.io import read_json, sha256_json, write_json
 
 SHARED_DIR = "_bdlm"  # "_..." is never a method name (method names are slugs without "_" ends)
@@ -113,6 +112,8 @@ def run_bdlm_cell(cell, out_dir: Path) -> dict[str, float]:
         raise ConfigError(
             f"method {cell.method.name!r}: side {side!r} was not evaluated (bdlm.evaluate)"
         )
+    from lmrec.utils.distributed import processes
+
     procs = processes()
     procs.barrier()  # the shared run's files are written
     if procs.is_main:  # under a launch, the main process writes the cell's files

@@ -70,7 +70,6 @@ from lmrec.experiment.grid import CELLS_DIR, cell_dir, expand, select_cells
 from lmrec.experiment.paired import paired_markdown
 from lmrec.experiment.report import write_report
 from lmrec.experiment.tables import same_users_markdown, table3_rich
-from lmrec.utils.distributed import launched, processes
 from lmrec.utils.io import read_json, write_json
 
 __all__ = ["CELL_KINDS", "KIND_TARGETS", "expand", "run_experiment", "select_cells"]
@@ -147,38 +146,69 @@ def run_experiment(
                 f"not a method of this experiment ({', '.join(sorted(names))})"
             )
         check_cell(cell)
+    isolate = cfg.isolate
+    from lmrec.utils.distributed import launched, processes
+
     if launched():
-        _check_launchable(out, chosen, source or "<config>")
-        procs = processes()
-        # one process of the launch runs the grid's files; the others run the same cells
-        cfg = experiment_from_dict({**to_dict(cfg), "isolate": False})
-        if not procs.is_main:
-            return _run(cfg, out, chosen, source, Console(quiet=True))
+        command = f"lmrec experiment {source or '<config>'}"
+        if out_dir is not None:
+            command += f" --out {out_dir}"
+        if seeds is not None:
+            command += f" --seeds {','.join(str(int(s)) for s in seeds)}"
+        _check_launchable(out, chosen, command)
+        isolate = False  # every process runs the cells in-process, in the one process group
+        if not processes().is_main:  # the main process holds the folder and writes the files
+            return _run(cfg, out, chosen, source, Console(quiet=True), isolate)
     with _exclusive(out):
-        return _run(cfg, out, chosen, source, console)
+        return _run(cfg, out, chosen, source, console, isolate)
 
 
-def _check_launchable(out: Path, chosen: list[Cell], source: str) -> None:
+def _check_launchable(out: Path, chosen: list[Cell], command: str) -> None:
     """Under a launcher, refuse (before any work) cells that train in one process only and have
-    not finished yet, naming them and the command that runs them."""
-    waiting = [
-        c
-        for c in chosen
-        if c.method.kind not in LAUNCHED_KINDS and not (cell_dir(out, c) / METRICS_FILE).exists()
-    ]
+    not finished yet, naming them and the command that runs them, and launched-kind cells that
+    would train a domain model inside the cell."""
+    from lmrec.experiment.kinds import bdlm_config, llm_cell_config
+
+    waiting, inside = [], []
+    for c in chosen:
+        if c.method.kind not in LAUNCHED_KINDS:
+            if not (cell_dir(out, c) / METRICS_FILE).exists():
+                waiting.append(c)
+        elif c.method.kind == "bdlm":
+            _, config, from_method = bdlm_config(c)
+            if from_method is None and not config["domain"].get("run"):
+                inside.append(c)
+        else:
+            preload = llm_cell_config(c).get("preload") or {}
+            if preload.get("init") == "domain" and not preload.get("domain_run"):
+                inside.append(c)
     if waiting:
         names = ",".join(dict.fromkeys(c.method.name for c in waiting))
         raise ConfigError(
             f"under a multi-process launch only the {' and '.join(LAUNCHED_KINDS)} cells run "
             "(they shard across the processes); these cells train in one process and have not "
             f"finished: {', '.join(c.id for c in waiting)}. Run them first without the launcher: "
-            f"lmrec experiment {source} --only {names}"
+            f"{command} --only {names}"
+        )
+    if inside:
+        raise ConfigError(
+            f"cells {', '.join(c.id for c in inside)} would train their domain model inside the "
+            "cell, which runs in one process only: under a launch give bdlm methods "
+            "options.domain.from_method (a method of this experiment) or options.domain.run, "
+            "and llm methods options.preload.domain_run (a finished `lmrec train` folder)"
         )
 
 
 def _run(
-    cfg: ExperimentConfig, out: Path, chosen: list[Cell], source: str | None, console: Console
+    cfg: ExperimentConfig,
+    out: Path,
+    chosen: list[Cell],
+    source: str | None,
+    console: Console,
+    isolate: bool,
 ) -> Path:
+    from lmrec.utils.distributed import processes
+
     procs = processes()
     if procs.is_main:
         write_json(out / EXPERIMENT_FILE, {"source": source, "config": to_dict(cfg)})
@@ -201,8 +231,13 @@ def _run(
                 progress.advance(task)
                 continue
             try:
-                _run_cell(cell, folder, cfg.isolate)
+                _run_cell(cell, folder, isolate)
             except Exception as exc:  # CellError, or an in-process kind's own error
+                if procs.world > 1:
+                    # a rank that failed alone would meet the others' collectives at the next
+                    # cell's barrier: stop the launch (the launcher ends every process); the
+                    # attempt is recorded and the same command resumes the cell
+                    raise
                 failures.append((cell, exc))
                 progress.console.print(f"[red]{cell.id}: failed[/] ({_first_line(exc)})")
                 if cfg.fail_fast:
@@ -265,6 +300,8 @@ def _prepare_folder(cell: Cell, folder: Path) -> bool:
     """Save or check the cell's spec; True when the cell is already finished.
 
     Under a launcher every process checks, and the main one saves."""
+    from lmrec.utils.distributed import processes
+
     procs = processes()
     procs.barrier()  # the previous cell's files are written
     if (folder / SPEC_FILE).exists():

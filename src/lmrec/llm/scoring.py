@@ -153,17 +153,26 @@ def score_yes_no(
     yes: str = " Yes",
     no: str = " No",
     batch_size: int = 16,
+    share_prefix: bool = True,
 ) -> Tensor:
     """log P(yes) - log P(no) of the first answer token after each prompt: (B,).
 
-    Positive means "yes" is the likelier answer; ``sigmoid`` of it is P(yes | yes or no).
+    Positive means "yes" is the likelier answer; ``sigmoid`` of it is P(yes | yes or no). With
+    ``share_prefix``, consecutive prompts with a common beginning (one user's interaction
+    prompts) run it once (:func:`lmrec.llm.prefix.shared_prefix_last`); soft-prompt models take
+    the plain path.
     """
     y, n = first_token_id(tokenizer, yes), first_token_id(tokenizer, no)
     if y == n:
         raise ValueError(f"answers {yes!r} and {no!r} share their first token")
-    logp = score_token_candidates(
-        model, tokenizer, prompts, np.tile([y, n], (len(prompts), 1)), batch_size
-    )
+    if share_prefix and len(prompts) > 1 and not is_prompt_learning(model):
+        from lmrec.llm.prefix import shared_prefix_last
+
+        logp = shared_prefix_last(model, tokenizer, prompts, batch_size, token_ids=[y, n])
+    else:
+        logp = score_token_candidates(
+            model, tokenizer, prompts, np.tile([y, n], (len(prompts), 1)), batch_size
+        )
     return logp[:, 0] - logp[:, 1]
 
 

@@ -66,6 +66,9 @@ def configure_malloc(policy: str | None = None) -> bool:
             mmap_mib, trim_mib = (float(x) for x in policy.split(","))
         except ValueError:
             raise ValueError(f"LMREC_MALLOC {policy!r}: expected 'MMAP_MIB,TRIM_MIB'") from None
+        if not 0 < mmap_mib <= 32 or trim_mib <= 0:
+            # glibc refuses mmap thresholds above 32 MiB (HEAP_MAX_SIZE / 2 on 64 bits)
+            raise ValueError(f"LMREC_MALLOC {policy!r}: MMAP_MIB must be in (0, 32], TRIM_MIB > 0")
         return fix_malloc_threshold(int(mmap_mib * 2**20), int(trim_mib * 2**20))
     if policy not in POLICIES:
         raise ValueError(
