@@ -27,6 +27,7 @@ PAIRS = [  # (row, against)
     ("bdlm-drs", "wo-pe-drs"),
     ("bdlm-drs", "sasrec"),
     ("bdlm-llm", "sasrec"),
+    ("bdlm-drs", "bdlm-llm"),
 ]
 
 
