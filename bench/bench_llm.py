@@ -159,11 +159,25 @@ def _precision(model, name: str):
     set_precision(model, torch.bfloat16 if name == "bf16" else None)
 
 
+def _measured(rates, flop_per_item: float, lengths, usage0, model) -> dict:
+    """One flops job's record: rates, work per item, CPU time since ``usage0``, peak memory."""
+    from lmrec.train.loop import peak_memory_mb
+
+    u1, s1 = _usage()
+    return {
+        "rates": rates,
+        "gflop_per_item": flop_per_item / 1e9,
+        "mean_tokens": sum(lengths) / len(lengths),
+        "user_s": u1 - usage0[0],
+        "sys_s": s1 - usage0[1],
+        "peak_mb": peak_memory_mb(next(model.parameters()).device),
+    }
+
+
 def worker_flops_score(args) -> dict:
     """One-pass top-K scoring of the first ``--users`` test users, ``--repeats`` times."""
     _setup(args.threads)
     from lmrec.llm.scoring import score_token_candidates
-    from lmrec.train.loop import peak_memory_mb
 
     model, tok, _, prompts, _, tok_ids = _test_prompts("id-topk", args.users)
     _precision(model, args.precision)
@@ -177,15 +191,7 @@ def worker_flops_score(args) -> dict:
         t0 = time.perf_counter()
         score_token_candidates(model, tok, prompts, tok_ids, batch_size=16)
         rates.append(len(prompts) / (time.perf_counter() - t0))
-    u1, s1 = _usage()
-    return {
-        "rates": rates,
-        "gflop_per_item": flops / len(prompts) / 1e9,
-        "mean_tokens": sum(lengths) / len(lengths),
-        "user_s": u1 - u0,
-        "sys_s": s1 - s0,
-        "peak_mb": peak_memory_mb(next(model.parameters()).device),
-    }
+    return _measured(rates, flops / len(prompts), lengths, (u0, s0), model)
 
 
 def worker_flops_train(args) -> dict:
@@ -194,7 +200,6 @@ def worker_flops_train(args) -> dict:
     from lmrec.llm.finetune import FinetuneConfig, train_sft
     from lmrec.llm.modes import ModeConfig, apply_mode
     from lmrec.llm.sft import ExampleConfig, encode_example, training_examples
-    from lmrec.train.loop import peak_memory_mb
 
     prepared, model, tok, ids, builder, _ = _builder("ml-100k", "id-topk")
     _precision(model, args.precision)
@@ -216,15 +221,7 @@ def worker_flops_train(args) -> dict:
         answers = [sum(1 for t in e["labels"] if t != -100) for e in enc]
         # forward + backward (gradients of activations and of weights): 3x the forward
         flops += 3 * decoder_flops(model.config, vocab, lengths, answers)
-    u1, s1 = _usage()
-    return {
-        "rates": rates,
-        "gflop_per_item": flops / (batch * steps * args.repeats) / 1e9,
-        "mean_tokens": sum(lengths) / len(lengths),
-        "user_s": u1 - u0,
-        "sys_s": s1 - s0,
-        "peak_mb": peak_memory_mb(next(model.parameters()).device),
-    }
+    return _measured(rates, flops / (batch * steps * args.repeats), lengths, (u0, s0), model)
 
 
 def worker_yesno(args) -> dict:
