@@ -152,11 +152,10 @@ def worker_peak(args) -> dict:
 
 
 def _precision(model, name: str):
-    import torch
+    """``name`` (fp32 or bf16) as lmrec runs it: :func:`lmrec.utils.precision.set_precision`."""
+    from lmrec.utils.precision import resolve_precision, set_precision
 
-    from lmrec.utils.precision import set_precision
-
-    set_precision(model, torch.bfloat16 if name == "bf16" else None)
+    set_precision(model, resolve_precision(name, next(model.parameters()).device))
 
 
 def _measured(rates, flop_per_item: float, lengths, usage0, model) -> dict:

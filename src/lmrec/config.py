@@ -51,6 +51,19 @@ def from_dict(cls: type[C], data: dict[str, Any] | None, where: str = "config") 
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def build_sections(cfg: Any, where: str) -> None:
+    """Turn the fields of dataclass ``cfg`` that hold a config section (a dataclass by their
+    annotation) but were given as dicts into that dataclass, in place; errors name
+    ``where.field``. For a config's ``__post_init__``, so one built directly from dicts is
+    checked as :func:`from_dict` checks it."""
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        sub = _dataclass_type(hints.get(f.name))
+        value = getattr(cfg, f.name)
+        if sub is not None and isinstance(value, dict):
+            setattr(cfg, f.name, from_dict(sub, value, f"{where}.{f.name}"))
+
+
 def _dataclass_type(tp: Any) -> type | None:
     if dataclasses.is_dataclass(tp):
         return tp  # type: ignore[return-value]

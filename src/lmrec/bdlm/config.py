@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from lmrec.bdlm.aligned import ROW_SCHEDULES
 from lmrec.bdlm.cascade import CascadeConfig
 from lmrec.bdlm.refit import RefitConfig
-from lmrec.config import RESUMABLE, from_dict, to_dict
+from lmrec.config import RESUMABLE, build_sections, to_dict
 from lmrec.errors import ConfigError, DataError, check_ints, check_numbers
 from lmrec.llm.config import LLMRunConfig, LLMSideConfig
 from lmrec.llm.finetune import FinetuneConfig
@@ -283,15 +283,7 @@ class BDLMConfig:
     def __post_init__(self) -> None:
         if isinstance(self.llm, dict):
             _check_llm_section(self.llm, "bdlm")
-        for name, cls in (
-            ("llm", LLMSideConfig),
-            ("domain", DomainSpec),
-            ("joint", JointConfig),
-            ("cascade", CascadeConfig),
-            ("cascade_refit", RefitConfig),
-        ):
-            if isinstance(getattr(self, name), dict):
-                setattr(self, name, from_dict(cls, getattr(self, name), f"bdlm.{name}"))
+        build_sections(self, "bdlm")  # sections given as dicts, by their annotated class
         if self.cascade_refit.rows == "lists" and (
             self.cascade.hidden or not self.cascade.use_llm_score
         ):

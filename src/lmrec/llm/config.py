@@ -14,9 +14,8 @@ any work, with its dotted path.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import ClassVar
 
-from lmrec.config import from_dict
+from lmrec.config import build_sections
 from lmrec.errors import ConfigError
 from lmrec.llm.finetune import FinetuneConfig, LLMOptimConfig
 from lmrec.llm.modes import ModeConfig
@@ -95,14 +94,6 @@ class LLMSideConfig:
         Seeds the model's random parts and the few-shot draw.
     """
 
-    # the section classes, converted from dicts in __post_init__ (a subclass may replace one)
-    SECTIONS: ClassVar[dict[str, type]] = {
-        "mode": ModeConfig,
-        "prompt": PromptConfig,
-        "examples": ExampleConfig,
-        "train": LLMOptimConfig,
-    }
-
     model: str = DEFAULT_LLM
     device: str = "auto"
     dtype: str | None = None
@@ -120,10 +111,7 @@ class LLMSideConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name, cls in self.SECTIONS.items():
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                setattr(self, name, from_dict(cls, value, f"llm.{name}"))
+        build_sections(self, "llm")  # sections given as dicts, by their annotated class
         bad = [t for t in self.tasks if t not in TASKS]
         if bad or not self.tasks:
             raise ConfigError(f"llm.tasks must be a non-empty subset of topk, interaction: {bad}")
@@ -143,12 +131,6 @@ class LLMRunConfig(LLMSideConfig):
     its rows start (``preload``), its SFT schedule (``train`` is a
     :class:`~lmrec.llm.finetune.FinetuneConfig`) and the data settings (as for every method:
     :func:`lmrec.protocol.prepare.prepare`)."""
-
-    SECTIONS: ClassVar[dict[str, type]] = {
-        **LLMSideConfig.SECTIONS,
-        "train": FinetuneConfig,
-        "preload": PreloadConfig,
-    }
 
     train: FinetuneConfig = field(default_factory=FinetuneConfig)
     preload: PreloadConfig = field(default_factory=PreloadConfig)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from lmrec.llm.scoring import model_device, prefix_then_suffixes
+from lmrec.llm.scoring import model_device, pad_ids, prefix_then_suffixes
 from lmrec.utils.precision import autocast
 
 MIN_SHARED = 4  # tokens two prompts must share to be encoded as one group
@@ -70,32 +70,20 @@ def shared_prefix_last(
     head = None if token_ids is None else model.get_output_embeddings()
     columns = None if token_ids is None else torch.as_tensor(list(token_ids), dtype=torch.long)
     device = model_device(model)
-    ids = [tokenizer(p)["input_ids"] for p in prompts]
+    ids = tokenizer(list(prompts))["input_ids"]
     groups = prefix_groups(ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = model.config.hidden_size if columns is None else len(columns)
-    out = torch.zeros(len(prompts), width)
+    out = torch.zeros(len(prompts), model.config.hidden_size if columns is None else len(columns))
     for start in range(0, len(groups), batch_size):
         chunk = groups[start : start + batch_size]
         # prefixes, left padded: (G, P)
-        p_len = torch.tensor([length for length, _ in chunk])
-        width = int(p_len.max())
-        prefix = torch.full((len(chunk), width), pad, dtype=torch.long)
-        p_mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for g, (length, members) in enumerate(chunk):
-            prefix[g, width - length :] = torch.tensor(ids[members[0]][:length])
-            p_mask[g, width - length :] = 1
+        prefix, p_mask = pad_ids([ids[members[0]][:length] for length, members in chunk], pad)
         # suffixes, right padded: (R, S), each row continuing its group's prefix
         rows = [(g, k) for g, (_, members) in enumerate(chunk) for k in members]
         owner = torch.tensor([g for g, _ in rows])
         suffixes = [ids[k][chunk[g][0] :] for g, k in rows]
         s_len = torch.tensor([len(s) for s in suffixes])
-        s_width = int(s_len.max())
-        suffix = torch.full((len(rows), s_width), pad, dtype=torch.long)
-        s_mask = torch.zeros((len(rows), s_width), dtype=torch.long)
-        for r, s in enumerate(suffixes):
-            suffix[r, : len(s)] = torch.tensor(s)
-            s_mask[r, : len(s)] = 1
+        suffix, s_mask = pad_ids(suffixes, pad, left=False)
         _, result = prefix_then_suffixes(
             model,
             prefix.to(device),

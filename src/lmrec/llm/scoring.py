@@ -41,6 +41,23 @@ def encode(tokenizer, texts: Sequence[str], device: torch.device) -> dict[str, T
     }
 
 
+def pad_ids(seqs: Sequence[Sequence[int]], pad: int, left: bool = True) -> tuple[Tensor, Tensor]:
+    """Token id lists as one batch: ``(ids, attention_mask)``, (len(seqs), longest).
+
+    ``left``: padded on the left, so every row ends at the last position (what
+    :func:`forward`'s last-position reads need); else on the right (suffixes that continue a
+    cached prefix).
+    """
+    width = max(map(len, seqs))
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for r, seq in enumerate(seqs):
+        span = slice(width - len(seq), width) if left else slice(0, len(seq))
+        ids[r, span] = torch.as_tensor(seq, dtype=torch.long)
+        mask[r, span] = 1
+    return ids, mask
+
+
 def forward(model, input_ids: Tensor, attention_mask: Tensor, keep: int = 1, **kwargs):
     """Model forward on a left-padded batch, logits for the last ``keep`` positions only.
 
@@ -108,11 +125,11 @@ def last_log_probs(model, tokenizer, prompts: Sequence[str], batch_size: int = 1
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
-def length_order(tokenizer, prompts: Sequence[str]) -> np.ndarray:
-    """Indices that sort ``prompts`` by token count (stable): batches taken in this order hold
+def length_order(token_ids: Sequence[Sequence[int]]) -> np.ndarray:
+    """Indices that sort tokenized prompts by length (stable): batches taken in this order hold
     prompts of similar length, so left padding wastes (almost) no compute."""
-    lengths = [len(ids) for ids in tokenizer(list(prompts))["input_ids"]]
-    return np.argsort(np.asarray(lengths, dtype=np.int64), kind="stable")
+    lengths = np.asarray([len(ids) for ids in token_ids], dtype=np.int64)
+    return np.argsort(lengths, kind="stable")
 
 
 @torch.inference_mode()
@@ -128,11 +145,13 @@ def score_token_candidates(
     if not len(prompts):
         return torch.zeros(0, cand.shape[-1])
     out = torch.empty(len(prompts), cand.shape[-1])
-    order = length_order(tokenizer, prompts)
+    device = model_device(model)
+    tokens = tokenizer(list(prompts))["input_ids"]  # as encode() tokenizes them
+    order = length_order(tokens)
     for s in range(0, len(prompts), batch_size):
         rows = torch.from_numpy(order[s : s + batch_size])
-        batch = encode(tokenizer, [prompts[i] for i in rows.tolist()], model_device(model))
-        logits = forward(model, **batch).logits[:, -1].float()  # (b, V)
+        ids, mask = pad_ids([tokens[i] for i in rows.tolist()], tokenizer.pad_token_id)
+        logits = forward(model, ids.to(device), mask.to(device)).logits[:, -1].float()  # (b, V)
         logp = torch.log_softmax(logits, -1)
         out[rows] = torch.gather(logp, 1, cand[rows].to(logp.device)).cpu()
     return out
@@ -222,12 +241,8 @@ def _score_continuations_full(
     scores = torch.zeros(len(rows))
     for s in range(0, len(rows), batch_size):
         chunk, clen = rows[s : s + batch_size], lens[s : s + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, seq in enumerate(chunk):
-            ids[r, width - len(seq) :] = torch.tensor(seq)
-            mask[r, width - len(seq) :] = 1
+        ids, mask = pad_ids(chunk, pad)
+        width = ids.shape[1]
         keep = max(clen) + 1
         logits = forward(model, ids.to(device), mask.to(device), keep=keep).logits.float()
         logp = torch.log_softmax(logits[:, :-1], -1)  # position t predicts token t + 1
@@ -268,11 +283,8 @@ def _score_continuations_cached(
             c for row in continuations[s : s + per_chunk] for c in _continuation_ids(tokenizer, row)
         ]
         lens = torch.tensor([len(c) for c in conts])
-        width = int(lens.max())
-        ids = torch.full((len(conts), width), tokenizer.pad_token_id, dtype=torch.long)
-        for r, c in enumerate(conts):
-            ids[r, : len(c)] = torch.tensor(c)
-        c_mask = (torch.arange(width).unsqueeze(0) < lens.unsqueeze(1)).long()
+        ids, c_mask = pad_ids(conts, tokenizer.pad_token_id, left=False)
+        width = ids.shape[1]
         ids, c_mask = ids.to(device), c_mask.to(device)
         owner = torch.arange(len(p_mask), device=device).repeat_interleave(n_c)
         # the continuations' tokens but the last are read on top of the prompt's cache

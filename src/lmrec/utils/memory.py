@@ -28,10 +28,10 @@ Why 16 / 128 MiB (``bench/bench_malloc.py`` and ``bench/bench_llm.py --worker me
 (many 2-30 MiB activations: system time) and LoRA training on ML-1M with titles and gradient
 checkpointing (memory). System share of CPU time / LoRA peak resident memory, by
 mmap,trim thresholds in MiB: 0.125,0.125 (``release``) 38.9% / 2.0 GB (the memory figure of
-2026-11-23); 2,32 38.7% / 2.0 GB;
-8,64 12.1% / 4.5 GB; 16,128 9.8% / 4.9 GB; 32,64 11.1% / 6.6 GB; 32,256 9.6% / 6.5 GB. 16,128
-is the one setting under both targets (10% and 6 GB); SASRec takes 17.6 s there against 27.3 s
-under ``release``. The SASRec figures other than ``release`` and 32,256 are single runs.
+2026-11-23); 2,32 38.7% / 2.0 GB; 8,64 12.1% / 4.5 GB; 16,128 9.8% / 4.9 GB; 32,64 11.1% /
+6.6 GB; 32,256 9.6% / 6.5 GB. 16,128 is the one setting under both targets (10% and 6 GB);
+SASRec takes 17.6 s there against 27.3 s under ``release``. The SASRec figures other than
+``release`` and 32,256 are single runs.
 """
 
 from __future__ import annotations
