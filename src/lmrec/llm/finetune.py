@@ -26,6 +26,7 @@ from lmrec.llm.prompts import Prompt
 from lmrec.llm.scoring import forward, model_device
 from lmrec.llm.sft import IGNORE, SFTCollator, answer_loss, answer_tokens, encode_example
 from lmrec.train.loop import CHECKPOINTS, Loop, Part
+from lmrec.utils.distributed import processes
 
 
 @dataclass
@@ -210,9 +211,16 @@ def train_sft(
     tokens = np.array([answer_tokens(r) for r in rows])
     collate = SFTCollator(tokenizer.pad_token_id)
     per_epoch = math.ceil(len(rows) / config.batch_size)
-    stepper = LLMOptimizer(model, config)
     if out_dir is not None and not resume:
         shutil.rmtree(Path(out_dir) / CHECKPOINTS, ignore_errors=True)
+    procs = processes()
+    if config.gradient_checkpointing:
+        enable_checkpointing(model)
+    model.train()
+    # DDP under several processes (FSDP2 in place under an FSDP launch), the model itself
+    # otherwise; the optimiser is made after, over the parameters the engine trains
+    engine = procs.wrap(model, shard=True)
+    stepper = LLMOptimizer(model, config)
     loop = Loop(
         [Part("llm", model, stepper.opt, trainable_only=True)],
         config,
@@ -227,11 +235,6 @@ def train_sft(
         desc="llm sft",
         distributed=True,
     )
-    procs = loop.procs
-    if config.gradient_checkpointing:
-        enable_checkpointing(model)
-    model.train()
-    engine = procs.wrap(model)  # DDP under several processes, the model itself otherwise
 
     def step_fn(step: int) -> dict[str, float]:
         epoch, k = divmod(step, per_epoch)
@@ -261,6 +264,7 @@ def train_sft(
         return {"loss": procs.sum(local) / max(total, 1)}
 
     stats = loop.run(step_fn)
+    procs.for_evaluation(model)  # FSDP: the weights gathered whole for scoring
     trained = (stats["steps"] - stats["resumed_from"]) * config.batch_size
     seconds = stats["seconds"]
     return {

@@ -16,6 +16,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from lmrec.errors import DataError
+from lmrec.utils.distributed import full_tensor, local_share
 from lmrec.utils.io import atomic_write, read_json, write_json
 
 OPTIM_TENSORS = "optimizer.safetensors"
@@ -69,9 +70,21 @@ def weights_metadata(path: Path) -> dict[str, str]:
 # ----------------------------------------------------------------------------- optimiser
 
 
-def save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    """Split ``optimizer.state_dict()`` into tensors (safetensors) and everything else (JSON)."""
+def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``optimizer.state_dict()`` with sharded (FSDP) state gathered whole: a collective when
+    the parameters are sharded (every process calls it), the plain state dict otherwise."""
     sd = optimizer.state_dict()
+    state = {
+        idx: {name: full_tensor(value) for name, value in values.items()}
+        for idx, values in sorted(sd["state"].items())
+    }
+    return {**sd, "state": state}
+
+
+def save_optimizer(optimizer: torch.optim.Optimizer | dict[str, Any], folder: Path) -> None:
+    """Split an optimiser's state dict (or :func:`optimizer_state`'s result) into tensors
+    (safetensors) and everything else (JSON)."""
+    sd = optimizer_state(optimizer) if isinstance(optimizer, torch.optim.Optimizer) else optimizer
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, state in sd["state"].items():
@@ -90,7 +103,9 @@ def save_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
-    """Inverse of :func:`save_optimizer`; tensors are moved to the parameters' device by torch."""
+    """Inverse of :func:`save_optimizer`; tensors are moved to the parameters' device by torch,
+    and cut to this process's share where the parameters are sharded (FSDP), so a state saved
+    under any number of processes loads under any other."""
     folder = Path(folder)
     meta = read_json(folder / OPTIM_JSON)
     if not isinstance(meta, dict) or "param_groups" not in meta:
@@ -108,6 +123,13 @@ def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
         state.setdefault(int(idx), {})[name] = value
     for idx, values in meta.get("scalars", {}).items():
         state.setdefault(int(idx), {}).update(values)
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    for idx, values in state.items():
+        if idx < len(params):
+            like = params[idx]
+            for name, value in values.items():
+                if isinstance(value, torch.Tensor) and value.shape == like.shape:
+                    values[name] = local_share(value, like)
     # JSON turned tuples (Adam's betas) into lists; torch's own state dict has tuples.
     groups = [
         {k: v if k == "params" or not isinstance(v, list) else tuple(v) for k, v in g.items()}

@@ -45,17 +45,18 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lmrec.config import check_resumable, to_dict
-from lmrec.errors import DataError
+from lmrec.errors import ConfigError, DataError
 from lmrec.train.checkpoint import (
     load_optimizer,
     load_weights,
+    optimizer_state,
     rng_state,
     save_optimizer,
     save_weights,
     seed_everything,
     set_rng_state,
 )
-from lmrec.utils.distributed import processes, require_one_process
+from lmrec.utils.distributed import full_tensor, local_share, processes, require_one_process
 from lmrec.utils.io import atomic_folder, read_json, write_json
 from lmrec.utils.memory import configure_malloc
 
@@ -93,20 +94,40 @@ class Part:
     def weights_file(self) -> str:
         return "trainable.safetensors" if self.trainable_only else "model.safetensors"
 
-    def save(self, folder: Path) -> None:
-        sub = Path(folder) / self.name
-        sub.mkdir(parents=True, exist_ok=True)
+    @property
+    def sharded(self) -> bool:
+        """Whether FSDP shards this part across processes (its parameters are DTensors)."""
+        from torch.distributed.tensor import DTensor
+
+        return any(isinstance(p, DTensor) for p in self.module.parameters())
+
+    def gather(self) -> dict[str, Any]:
+        """What a checkpoint writes of this part, gathered whole: a collective when the part
+        is sharded (every process calls it, in the same order), plain reads otherwise."""
+        weights = None
         if self.trainable_only:
             weights = {
-                n: p.detach().contiguous().cpu()
+                n: full_tensor(p).detach().contiguous().cpu()
                 for n, p in self.module.named_parameters()
                 if p.requires_grad
             }
-            save_file(weights, str(sub / self.weights_file))
+        elif self.sharded:
+            raise ConfigError(f"part {self.name!r}: only trainable-only parts may be sharded")
+        optim = optimizer_state(self.optimizer) if self.optimizer is not None else None
+        return {"weights": weights, "optimizer": optim}
+
+    def save(self, folder: Path, gathered: dict[str, Any] | None = None) -> None:
+        """Write this part into checkpoint folder ``folder`` (from :meth:`gather`'s result when
+        given: the main process writes what every process gathered)."""
+        gathered = gathered if gathered is not None else self.gather()
+        sub = Path(folder) / self.name
+        sub.mkdir(parents=True, exist_ok=True)
+        if gathered["weights"] is not None:
+            save_file(gathered["weights"], str(sub / self.weights_file))
         else:
             save_weights(self.module, sub / self.weights_file)
-        if self.optimizer is not None:
-            save_optimizer(self.optimizer, sub)
+        if gathered["optimizer"] is not None:
+            save_optimizer(gathered["optimizer"], sub)
 
     def load(self, folder: Path) -> None:
         sub = Path(folder) / self.name
@@ -119,20 +140,31 @@ class Part:
 
 
 def load_trainable(module: nn.Module, path: str | Path) -> None:
-    """Load a ``trainable.safetensors`` into a module prepared the way it was trained."""
+    """Load a ``trainable.safetensors`` into a module prepared the way it was trained (sharded
+    by FSDP or not, under any number of processes)."""
     path = Path(path)
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as exc:
         raise DataError(f"{path}: corrupt or unreadable checkpoint file ({exc})") from exc
-    missing = [n for n, p in module.named_parameters() if p.requires_grad and n not in state]
-    result = module.load_state_dict(state, strict=False)
-    if result.unexpected_keys or missing:
+    params = dict(module.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    unexpected = [n for n in state if n not in params]
+    if unexpected or missing:
         raise DataError(
             f"{path}: checkpoint does not match the model (unexpected "
-            f"{result.unexpected_keys[:3]}, missing {missing[:3]}); was it trained with another "
+            f"{unexpected[:3]}, missing {missing[:3]}); was it trained with another "
             "mode or model?"
         )
+    with torch.no_grad():
+        for name, value in state.items():
+            param = params[name]
+            if value.shape != param.shape:
+                raise DataError(
+                    f"{path}: {name} has shape {tuple(value.shape)}, the model "
+                    f"{tuple(param.shape)}; was it trained with another model config?"
+                )
+            param.copy_(local_share(value, param))
 
 
 # ----------------------------------------------------------------------------- folders
@@ -270,14 +302,20 @@ class Loop:
         the others wait for it); returns its folder."""
         assert self.out_dir is not None
         final = self.out_dir / CHECKPOINTS / f"step-{self.state['step']:07d}"
+        sharded = any(part.sharded for part in self.parts)
+        if not self.procs.is_main and not sharded:
+            self.procs.barrier()
+            return final
+        # sharded parts are gathered by every process together; the main one writes them
+        gathered = [part.gather() for part in self.parts]
         if not self.procs.is_main:
             self.procs.barrier()
             return final
         self.state["recent"] = [{k: float(v) for k, v in r.items()} for r in self.state["recent"]]
         self.state["epoch_sums"] = {k: float(v) for k, v in self.state["epoch_sums"].items()}
         with atomic_folder(final) as tmp:
-            for part in self.parts:
-                part.save(tmp)
+            for part, got in zip(self.parts, gathered, strict=True):
+                part.save(tmp, got)
             state = {**self.state, "config": to_dict(self.config), "rng": rng_state()}
             write_json(tmp / STATE_FILE, state)
         for old in checkpoint_dirs(self.out_dir)[: -self.keep]:

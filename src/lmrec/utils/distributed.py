@@ -1,4 +1,4 @@
-"""Several processes on one run, through HF Accelerate (DDP; the launchers set it up).
+"""Several processes on one run: DDP through HF Accelerate, or FSDP (the launchers set it up).
 
 A run started by ``torchrun --nproc_per_node N`` or ``accelerate launch`` carries the launcher's
 environment (``WORLD_SIZE``, ``RANK``, ...). :func:`processes` then joins the process group
@@ -9,6 +9,19 @@ process runs the same code on its share of the work:
   shard per process, the model is wrapped by Accelerate (``Accelerator.prepare_model``: DDP),
   so gradients are averaged across processes, and losses are normalised by the global batch's
   token count, so N processes compute the step one process computes;
+- FSDP (a launch whose environment says ``ACCELERATE_USE_FSDP=true``, as ``accelerate launch
+  --config_file configs/accelerate/fsdp_full_shard.yaml`` sets it): the LLM is sharded by
+  PyTorch's FSDP2 (``fully_shard``, one unit per decoder layer and one for the rest), with the
+  options Accelerate's :class:`~accelerate.utils.FullyShardedDataParallelPlugin` reads from
+  that environment (reshard after forward, CPU offload). Accelerate itself enables FSDP on GPUs
+  only; calling ``fully_shard`` (the function Accelerate's own FSDP2 path calls) lets the same
+  code run on CPU processes over gloo, where CI tests it. Parameters and optimiser state are
+  DTensors: a checkpoint gathers them whole (every process takes part, the main one writes),
+  a resume cuts its share out of the whole tensors (:func:`local_share`), and after training
+  :meth:`Processes.for_evaluation` gathers the weights once so evaluation's forwards need no
+  collective;
+- DeepSpeed launches are refused with a clear error (ZeRO-3's nearest equivalent here is FSDP
+  full-shard);
 - evaluation (:func:`lmrec.eval.evaluator.score_candidates`): each process scores its shard of
   the users and the shards are gathered in order, so every user is scored exactly once;
 - files: only the main process writes (checkpoints hold the full state, so a run resumes under
@@ -44,6 +57,7 @@ class Processes:
     world: int = 1
     rank: int = 0
     cpu: bool = True
+    engine: str = "ddp"  # "ddp" or "fsdp" (see the module docstring)
 
     @property
     def is_main(self) -> bool:
@@ -78,11 +92,21 @@ class Processes:
         if self.world > 1:
             torch.distributed.barrier()
 
-    def wrap(self, model: torch.nn.Module) -> torch.nn.Module:
+    def wrap(self, model: torch.nn.Module, shard: bool = False) -> torch.nn.Module:
         """The model as the engine trains it: wrapped for DDP by Accelerate when there are
-        several processes, unchanged otherwise."""
+        several processes, unchanged otherwise. ``shard``: under an FSDP launch, shard it with
+        FSDP2 instead (in place: the returned module is ``model``); create its optimiser after
+        this call, since sharding replaces the parameters."""
         if self.world == 1:
             return model
+        if self.engine == "fsdp":
+            if shard:
+                return _fully_shard(model)
+            # a small module beside the sharded one (BDLM's domain side): plain DDP
+            device_ids = None if self.cpu else [torch.cuda.current_device()]
+            return torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=device_ids, find_unused_parameters=True
+            )
         from accelerate.utils import DistributedType
 
         accelerator = _accelerator(self.cpu)
@@ -92,8 +116,9 @@ class Processes:
         ):
             raise ConfigError(
                 f"the launch asks for {accelerator.distributed_type.value}; lmrec's training "
-                "loop drives DDP (MULTI_CPU / MULTI_GPU) so far: FSDP and DeepSpeed need the "
-                "optimiser and checkpoints handed to the engine, which the loop does not do yet"
+                "loop drives DDP (MULTI_CPU / MULTI_GPU) and FSDP (ACCELERATE_USE_FSDP=true, "
+                "configs/accelerate/fsdp_full_shard.yaml); DeepSpeed is not supported: launch "
+                "with the FSDP config for ZeRO-3's sharding"
             )
         return accelerator.prepare_model(model)
 
@@ -103,8 +128,85 @@ class Processes:
         if self.world == 1 or not skip:
             yield
             return
+        if _is_fsdp(model):
+            model.set_requires_gradient_sync(False)
+            try:
+                yield
+            finally:
+                model.set_requires_gradient_sync(True)
+            return
         with model.no_sync():
             yield
+
+    def for_evaluation(self, model: torch.nn.Module) -> torch.nn.Module:
+        """After training: an FSDP-sharded model's weights gathered whole on every process and
+        kept so (no resharding after a forward), so each process scores its own share of users
+        with forwards that need no collective. Other models are returned as they are."""
+        if not _is_fsdp(model):
+            return model
+        from torch.distributed.fsdp import FSDPModule
+
+        units = [m for m in model.modules() if isinstance(m, FSDPModule)]
+        for unit in units:
+            unit.set_reshard_after_forward(False, recurse=False)
+        for unit in units:
+            unit.unshard()
+        return model
+
+
+def _is_fsdp(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _fully_shard(model: torch.nn.Module) -> torch.nn.Module:
+    """FSDP2 over ``model``: one unit per decoder layer (the classes transformers marks
+    ``_no_split_modules``), one for the rest, with the launch's FSDP options."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+
+    plugin = FullyShardedDataParallelPlugin()  # reads the launch's FSDP_* environment
+    if plugin.fsdp_version != 2:
+        raise ConfigError(
+            f"the launch asks for FSDP version {plugin.fsdp_version}; lmrec shards with FSDP2: "
+            "set fsdp_version: 2 in the accelerate config (or FSDP_VERSION=2)"
+        )
+    options: dict[str, Any] = {"reshard_after_forward": plugin.reshard_after_forward is not False}
+    if isinstance(plugin.cpu_offload, CPUOffloadPolicy):
+        options["offload_policy"] = plugin.cpu_offload
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    layer_names = set(getattr(base, "_no_split_modules", None) or [])
+    layers = [m for m in model.modules() if type(m).__name__ in layer_names]
+    if not layers:
+        raise ConfigError(
+            f"FSDP: {type(base).__name__} names no decoder layer class (_no_split_modules) "
+            "to shard by"
+        )
+    for layer in layers:
+        fully_shard(layer, **options)
+    fully_shard(model, **options)
+    return model
+
+
+def full_tensor(value: Any) -> Any:
+    """A sharded (DTensor) value gathered whole (a collective: every process calls it, in the
+    same order); anything else as it is."""
+    from torch.distributed.tensor import DTensor
+
+    return value.full_tensor() if isinstance(value, DTensor) else value
+
+
+def local_share(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """This process's share of the whole tensor ``full``, laid out as the DTensor ``like``
+    (no communication: every process holds ``full``); ``full`` itself when ``like`` is a
+    plain tensor."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(like, DTensor):
+        return full
+    full = full.to(device=like.device, dtype=like.dtype)
+    return distribute_tensor(full, like.device_mesh, like.placements, src_data_rank=None)
 
 
 @cache
@@ -130,9 +232,20 @@ def processes() -> Processes:
         return Processes()
     from accelerate import PartialState
 
+    if _flag("ACCELERATE_USE_DEEPSPEED"):
+        raise ConfigError(
+            "the launch asks for DeepSpeed, which lmrec does not drive; for ZeRO-3's sharding "
+            "of parameters, gradients and optimiser state launch with "
+            "configs/accelerate/fsdp_full_shard.yaml (FSDP full shard)"
+        )
     cpu = not torch.cuda.is_available()
     state = PartialState(cpu=cpu)
-    return Processes(world=state.num_processes, rank=state.process_index, cpu=cpu)
+    engine = "fsdp" if _flag("ACCELERATE_USE_FSDP") else "ddp"
+    return Processes(world=state.num_processes, rank=state.process_index, cpu=cpu, engine=engine)
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "false").strip().lower() in ("1", "true", "yes")
 
 
 def require_one_process(what: str) -> None:
@@ -145,4 +258,11 @@ def require_one_process(what: str) -> None:
         )
 
 
-__all__ = ["Processes", "launched", "processes", "require_one_process"]
+__all__ = [
+    "Processes",
+    "full_tensor",
+    "launched",
+    "local_share",
+    "processes",
+    "require_one_process",
+]
