@@ -48,13 +48,19 @@ def _losses(run) -> list[dict]:
     return json.loads((folder / "state.json").read_text())["recent"]
 
 
-@pytest.mark.slow
-def test_joint_training_on_two_processes_matches_one_and_keeps_m_identical(tmp_path):
+# what `accelerate launch --config_file configs/accelerate/fsdp_full_shard.yaml` sets
+FSDP = {"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "2", "FSDP_RESHARD_AFTER_FORWARD": "true"}
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """A domain model (trained first, in one process) and the one-process BDLM run on it."""
     from lmrec.bdlm.run import run_bdlm
     from lmrec.train.run import train_run
 
     torch.set_num_threads(1)
-    domain = tmp_path / "domain"  # trained first, in one process
+    tmp = tmp_path_factory.mktemp("reference")
+    domain = tmp / "domain"
     train_run(
         "lightgcn",
         "ml-100k",
@@ -64,17 +70,26 @@ def test_joint_training_on_two_processes_matches_one_and_keeps_m_identical(tmp_p
         candidates=CONFIG["candidates"],
     )
     config = {**CONFIG, "domain": {"run": str(domain)}}
-    one = tmp_path / "one"
-    ref = run_bdlm("ml-100k", config, one)
+    one = tmp / "one"
+    return config, one, run_bdlm("ml-100k", config, one)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["ddp", "fsdp"])
+def test_joint_training_on_two_processes_matches_one_and_keeps_m_identical(
+    tmp_path, reference, engine
+):
+    """DDP, and FSDP sharding the LLM (its forwards collectives: every process computes the
+    features of all rows, and M's rows are read while the embedding is whole)."""
+    config, one, ref = reference
     two = tmp_path / "two"
     path = tmp_path / "bdlm.yaml"
     path.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={_port()}", "-m", "lmrec.cli", "bdlm", "train",
            "--dataset", "ml-100k", "--out", str(two), "--config", str(path)]  # fmt: skip
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
-    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(FSDP if engine == "fsdp" else {})}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     train = json.loads((two / "train.json").read_text())
     # 13 rows in batches of 4: the last batch has 1 row, so one process joins with weight 0

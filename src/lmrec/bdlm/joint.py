@@ -165,12 +165,24 @@ class JointTrainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.device = model_device(sides.llm)
         self.collate = SFTCollator(sides.tokenizer.pad_token_id)
-        self.llm_opt = self.llm_stepper = None
+        # several processes (torchrun / accelerate launch): each takes a contiguous shard of
+        # every step's rows; both sides are wrapped for DDP by Accelerate (under an FSDP launch
+        # the LLM is sharded by FSDP2 instead), so their gradients are averaged, and every loss
+        # is scaled so the average is the one-process gradient
+        self.procs = processes()
+        if self.procs.world > config.batch_size:
+            raise ConfigError(
+                f"joint.batch_size {config.batch_size} is smaller than the {self.procs.world} "
+                "processes: every process needs rows"
+            )
+        self.llm_opt = self.llm_stepper = self.llm_engine = None
         if config.train_llm:
-            self.llm_stepper = LLMOptimizer(sides.llm, llm_train)  # as train_sft's
-            self.llm_opt = self.llm_stepper.opt
             if llm_train.gradient_checkpointing:
                 enable_checkpointing(sides.llm)
+            # wrapped first: FSDP replaces the parameters the optimiser is made over
+            self.llm_engine = self.procs.wrap(sides.llm, shard=True)
+            self.llm_stepper = LLMOptimizer(sides.llm, llm_train)  # as train_sft's
+            self.llm_opt = self.llm_stepper.opt
         self.drs_opt = None
         if config.train_drs:
             cascade = sides.cascade
@@ -184,16 +196,6 @@ class JointTrainer:
                     {"params": list(cascade.head.parameters()), "lr": config.lr_head},
                 ]
             )
-        # several processes (torchrun / accelerate launch): each takes a contiguous shard of
-        # every step's rows; both sides are wrapped for DDP by Accelerate, so their gradients
-        # are averaged, and every loss is scaled so the average is the one-process gradient
-        self.procs = processes()
-        if self.procs.world > config.batch_size:
-            raise ConfigError(
-                f"joint.batch_size {config.batch_size} is smaller than the {self.procs.world} "
-                "processes: every process needs rows"
-            )
-        self.llm_engine = self.procs.wrap(sides.llm) if config.train_llm else None
         self.drs_engine = self.procs.wrap(DomainStep(sides.cascade)) if config.train_drs else None
         self.step = 0
         self.history: list[dict[str, Any]] = []  # one entry per finished epoch
@@ -266,6 +268,8 @@ class JointTrainer:
             out["llm/listwise"] = procs.sum(ranked.item() * share)
         users, items = self._shared(rows)
         shares = s.sharing is not None and s.ids is not None
+        if shares:  # FSDP: the embedding whole until the backward reduces its gradient
+            procs.keep_gathered(s.llm)
         if shares and self.cfg.lam > 0:
             mut = s.sharing.mutual_loss(
                 "llm", users, items, *self._llm_rows(users, items, grad=True)
@@ -276,10 +280,15 @@ class JointTrainer:
             out["llm/mut"] = s.sharing.distance("llm", users, items, *self._llm_rows(users, items))
         self.llm_stepper.step(loss, step)
         if shares:  # the same rows on every process: the LLM's weights are the same everywhere
-            s.sharing.write("llm", users, items, *self._llm_rows(users, items))
+            with self.procs.gathered(s.llm):  # FSDP: the embedding was resharded by the step
+                s.sharing.write("llm", users, items, *self._llm_rows(users, items))
         return out
 
     def _llm_rows(self, users, items, grad: bool = False):
+        """E_U / E_I rows of the batch's ids. Under FSDP, read them while the model's own
+        parameters (the embedding's unit) are whole: after :meth:`Processes.keep_gathered` and
+        before the backward (which reduces the mutual loss's gradient with the rest), or
+        inside :meth:`Processes.gathered`."""
         s = self.sides
         with torch.enable_grad() if grad else torch.no_grad():
             return (
@@ -287,14 +296,19 @@ class JointTrainer:
                 id_token_rows(s.llm, s.ids, "item", items.to(self.device)),
             )
 
-    def llm_features(self, rows: Rows) -> torch.Tensor | None:
-        """h_LLM of the rows' (user, positive) and (user, negative) prompts: (B, 2, d)."""
+    def llm_features(self, rows: Rows, local: np.ndarray | None = None) -> torch.Tensor | None:
+        """h_LLM of the rows' (user, positive) and (user, negative) prompts: (B, 2, d); with
+        ``local``, of those rows only. Under FSDP every forward is a collective, so every
+        process computes (and caches) the features of all rows, then keeps its own."""
         s = self.sides
         if not s.cascade.h_dim:
             return None
+        sharded = self.llm_engine is not None and self.procs.sharded(s.llm)
+        if local is not None and not sharded:
+            rows = rows.subset(local)
         texts = self.batches.feature_prompts(rows, s.builder)
-        h = s.features.features(s.llm, s.tokenizer, texts)
-        return h.view(len(rows), 2, -1)
+        h = s.features.features(s.llm, s.tokenizer, texts).view(len(rows), 2, -1)
+        return h[torch.as_tensor(local)] if local is not None and sharded else h
 
     def drs_step(self, rows: Rows, step: int) -> dict[str, float]:
         """One optimiser step of the domain side (cascade + native loss), then its write.
@@ -308,7 +322,7 @@ class JointTrainer:
         dev = next(cascade.parameters()).device
         local, weight = self._local(rows)
         mine = rows if procs.world == 1 else rows.subset(local)
-        h = self.llm_features(mine)
+        h = self.llm_features(rows, None if procs.world == 1 else local)
         torch.manual_seed(_stream_seed(self.cfg.seed, "drs", step))  # dropout masks
         cascade.train()
         users, items_u = self._shared(rows)
@@ -406,6 +420,7 @@ class JointTrainer:
         """
         loop = self.loop()
         stats = loop.run(self.joint_step, on_step=on_step)
+        self.procs.for_evaluation(self.sides.llm)  # FSDP: the weights gathered for scoring
         if self.sides.sharing is not None:
             stats["sharing_checksum"] = self._check_sharing()
         self.step = stats["steps"]

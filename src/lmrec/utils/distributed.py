@@ -138,6 +138,31 @@ class Processes:
         with model.no_sync():
             yield
 
+    def sharded(self, model: torch.nn.Module) -> bool:
+        """Whether ``model`` is sharded by FSDP (its forwards are collectives)."""
+        return _is_fsdp(model)
+
+    @contextlib.contextmanager
+    def gathered(self, model: torch.nn.Module) -> Iterator[None]:
+        """The FSDP model's own unit (the parameters outside its decoder layers: embedding,
+        final norm, head) gathered whole for reads outside a forward; every process enters it
+        together. Nothing to do for other models."""
+        if not _is_fsdp(model):
+            yield
+            return
+        model.unshard()
+        try:
+            yield
+        finally:
+            model.reshard()
+
+    def keep_gathered(self, model: torch.nn.Module) -> None:
+        """Gather the FSDP model's own unit whole (as :meth:`gathered`) and leave it so until
+        the next backward, which reduces the gradients of its whole parameters (also those a
+        read outside the forward added) and reshards it. Nothing to do for other models."""
+        if _is_fsdp(model):
+            model.unshard()
+
     def for_evaluation(self, model: torch.nn.Module) -> torch.nn.Module:
         """After training: an FSDP-sharded model's weights gathered whole on every process and
         kept so (no resharding after a forward), so each process scores its own share of users
