@@ -1,14 +1,17 @@
-"""Benchmark: SFT samples/s of `lmrec llm train` with 1 and 2 processes (torchrun, DDP).
+"""Benchmark: SFT samples/s of `lmrec llm train` with 1 and N processes (torchrun; DDP or FSDP).
 
 Each run is a fresh `torchrun --nproc_per_node N -m lmrec.cli llm train` on ML-100K with
-SmolLM2-135M (LoRA, batch 8 = the global batch, id top-K prompts), ``--steps`` steps, scoring
+SmolLM2-135M (``--mode`` lora or full, batch 8 = the global batch, id top-K prompts), under
+each of ``--engines`` for N > 1 (FSDP: the environment `accelerate launch` sets from
+configs/accelerate/fsdp_full_shard.yaml), ``--steps`` steps, scoring
 only ``--eval-users`` users; samples/s, wall time of the training loop and peak memory per
 process come from the run's ``train.json`` (the main process's own figures; every process holds
 one model copy). On CPU every process gets ``--threads`` threads: on 2 cores, 2 processes of 1
 thread use the cores one process of 2 threads uses, so expect no speed-up; the table shows the
 overhead honestly. With a GPU per process, pass ``--device cuda``.
 
-    .venv/bin/python bench/bench_distributed.py [--steps 6] [--repeats 2] [--processes 1 2]
+    .venv/bin/python bench/bench_distributed.py [--steps 6] [--repeats 2] [--processes 1 2] \
+        [--engines ddp fsdp] [--mode lora|full]
 """
 
 from __future__ import annotations
@@ -33,7 +36,14 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def run_once(n: int, args, workdir: Path) -> dict:
+FSDP_ENV = {
+    "ACCELERATE_USE_FSDP": "true",
+    "FSDP_VERSION": "2",
+    "FSDP_RESHARD_AFTER_FORWARD": "true",
+}
+
+
+def run_once(n: int, engine: str, args, workdir: Path) -> dict:
     cores = os.cpu_count() or 1
     threads = args.threads or max(1, cores // n)
     config = {
@@ -53,13 +63,12 @@ def run_once(n: int, args, workdir: Path) -> dict:
     cmd = [
         sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}",
         f"--master_port={_port()}", "-m", "lmrec.cli", "llm", "train", "--dataset", "ml-100k",
-        "--mode", "lora", "--out", str(out), "--config", str(cfg_path),
+        "--mode", args.mode, "--out", str(out), "--config", str(cfg_path),
     ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), **(FSDP_ENV if engine == "fsdp" else {})}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
-    done = subprocess.run(
-        cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(threads)}
-    )
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode:
@@ -67,6 +76,7 @@ def run_once(n: int, args, workdir: Path) -> dict:
     train = json.loads((out / "train.json").read_text())
     return {
         "processes": n,
+        "engine": engine if n > 1 else "-",
         "threads": threads,
         "samples_per_s": train["samples_per_s"],
         "train_s": train["seconds"],
@@ -80,6 +90,8 @@ def run_once(n: int, args, workdir: Path) -> dict:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--engines", nargs="+", default=["ddp", "fsdp"], choices=["ddp", "fsdp"])
+    p.add_argument("--mode", default="lora", choices=["lora", "full"])
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--threads", type=int, default=0, help="per process; 0: cores / processes")
@@ -90,17 +102,18 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.processes:
-            for _ in range(args.repeats):
-                rows.append(run_once(n, args, Path(tmp)))
+            for engine in args.engines if n > 1 else ["-"]:
+                for _ in range(args.repeats):
+                    rows.append(run_once(n, engine, args, Path(tmp)))
     print(
-        f"\nSFT, SmolLM2-135M LoRA, batch 8, {args.steps} steps, {os.cpu_count()} cores "
+        f"\nSFT, SmolLM2-135M {args.mode}, batch 8, {args.steps} steps, {os.cpu_count()} cores "
         f"({args.repeats} runs each; min / median / max)\n"
     )
-    print("| processes | threads each | samples/s | training s | peak MB per process | "
+    print("| processes | engine | threads each | samples/s | training s | peak MB per process | "
           "user CPU s | sys CPU s |")  # fmt: skip
-    print("|---|---|---|---|---|---|---|")
-    for n in args.processes:
-        mine = [r for r in rows if r["processes"] == n]
+    print("|---|---|---|---|---|---|---|---|")
+    for n, engine in dict.fromkeys((r["processes"], r["engine"]) for r in rows):
+        mine = [r for r in rows if r["processes"] == n and r["engine"] == engine]
 
         def span(key: str, digits: int = 1, mine=mine) -> str:
             vals = sorted(r[key] for r in mine)
@@ -108,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
             return f"{vals[0]:.{digits}f} / {mid:.{digits}f} / {vals[-1]:.{digits}f}"
 
         print(
-            f"| {n} | {mine[0]['threads']} | {span('samples_per_s', 2)} | {span('train_s')} | "
-            f"{span('peak_mb', 0)} | {span('user_s')} | {span('sys_s')} |"
+            f"| {n} | {engine} | {mine[0]['threads']} | {span('samples_per_s', 2)} | "
+            f"{span('train_s')} | {span('peak_mb', 0)} | {span('user_s')} | {span('sys_s')} |"
         )
 
 

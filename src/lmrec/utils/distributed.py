@@ -188,18 +188,9 @@ def _is_fsdp(model: torch.nn.Module) -> bool:
 def _fully_shard(model: torch.nn.Module) -> torch.nn.Module:
     """FSDP2 over ``model``: one unit per decoder layer (the classes transformers marks
     ``_no_split_modules``), one for the rest, with the launch's FSDP options."""
-    from accelerate.utils import FullyShardedDataParallelPlugin
-    from torch.distributed.fsdp import CPUOffloadPolicy, fully_shard
+    from torch.distributed.fsdp import fully_shard
 
-    plugin = FullyShardedDataParallelPlugin()  # reads the launch's FSDP_* environment
-    if plugin.fsdp_version != 2:
-        raise ConfigError(
-            f"the launch asks for FSDP version {plugin.fsdp_version}; lmrec shards with FSDP2: "
-            "set fsdp_version: 2 in the accelerate config (or FSDP_VERSION=2)"
-        )
-    options: dict[str, Any] = {"reshard_after_forward": plugin.reshard_after_forward is not False}
-    if isinstance(plugin.cpu_offload, CPUOffloadPolicy):
-        options["offload_policy"] = plugin.cpu_offload
+    options = fsdp_options()
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layer_names = set(getattr(base, "_no_split_modules", None) or [])
     layers = [m for m in model.modules() if type(m).__name__ in layer_names]
@@ -212,6 +203,24 @@ def _fully_shard(model: torch.nn.Module) -> torch.nn.Module:
         fully_shard(layer, **options)
     fully_shard(model, **options)
     return model
+
+
+def fsdp_options() -> dict[str, Any]:
+    """``fully_shard``'s options from the launch's FSDP environment, as Accelerate's plugin
+    reads it (``accelerate launch`` writes it from the config's ``fsdp_config``)."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from torch.distributed.fsdp import CPUOffloadPolicy
+
+    plugin = FullyShardedDataParallelPlugin()  # reads the launch's FSDP_* environment
+    if plugin.fsdp_version != 2:
+        raise ConfigError(
+            f"the launch asks for FSDP version {plugin.fsdp_version}; lmrec shards with FSDP2: "
+            "set fsdp_version: 2 in the accelerate config (or FSDP_VERSION=2)"
+        )
+    options: dict[str, Any] = {"reshard_after_forward": plugin.reshard_after_forward is not False}
+    if isinstance(plugin.cpu_offload, CPUOffloadPolicy):
+        options["offload_policy"] = plugin.cpu_offload
+    return options
 
 
 def full_tensor(value: Any) -> Any:
