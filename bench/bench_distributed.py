@@ -5,12 +5,13 @@ SmolLM2-135M (``--mode`` lora or full, batch 8 = the global batch, id top-K prom
 each of ``--engines`` for N > 1 (FSDP: the environment `accelerate launch` sets from
 configs/accelerate/fsdp_full_shard.yaml), ``--steps`` steps, scoring
 only ``--eval-users`` users; samples/s, wall time of the training loop and peak memory per
-process come from the run's ``train.json`` (the main process's own figures; every process holds
-one model copy). On CPU every process gets ``--threads`` threads: on 2 cores, 2 processes of 1
-thread use the cores one process of 2 threads uses, so expect no speed-up; the table shows the
-overhead honestly. With a GPU per process, pass ``--device cuda``.
+process come from the run's ``train.json`` (the main process's own figures; under DDP every
+process holds one model copy, under FSDP its shard after loading the whole model). On CPU
+every process gets ``--threads`` threads: on 2 cores, 2 processes of 1 thread use the cores
+one process of 2 threads uses, so expect no speed-up; the table shows the overhead honestly.
+With a GPU per process, pass ``--device cuda``.
 
-    .venv/bin/python bench/bench_distributed.py [--steps 6] [--repeats 2] [--processes 1 2] \
+    .venv/bin/python bench/bench_distributed.py [--steps 6] [--repeats 2] [--processes 1 2] \\
         [--engines ddp fsdp] [--mode lora|full]
 """
 

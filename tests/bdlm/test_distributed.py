@@ -1,9 +1,10 @@
 """BDLM's joint training under 2 processes (torchrun, gloo on CPU) against 1 process.
 
 Each process computes its shard of every step's rows; the mutual losses and M's writes cover
-the whole batch on every process, from weights DDP keeps equal, so M stays identical on every
-process (checked after training; the run fails otherwise). The per-step losses and M match one
-process within float tolerance: the shards are padded apart, which changes the last bits.
+the whole batch on every process, from weights the engine (DDP or FSDP) keeps equal, so M stays
+identical on every process (checked after training; the run fails otherwise). The per-step
+losses and M match one process within float tolerance: the shards are padded apart, which
+changes the last bits.
 """
 
 import json
@@ -94,6 +95,7 @@ def test_joint_training_on_two_processes_matches_one_and_keeps_m_identical(
     train = json.loads((two / "train.json").read_text())
     # 13 rows in batches of 4: the last batch has 1 row, so one process joins with weight 0
     assert train["processes"] == 2 and train["steps"] == 4  # M was checked equal on both
+    assert train["engine"] == engine
     got = json.loads((two / "metrics.json").read_text())
     for a, b in zip(_losses(two), _losses(one), strict=True):
         assert a.keys() == b.keys()

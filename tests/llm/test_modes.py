@@ -101,3 +101,33 @@ def test_modes_that_need_tokens_or_training_say_so(tiny):
     frozen = apply_mode(model, ModeConfig(mode="none"), None, tok)
     with pytest.raises(ConfigError, match="nothing to train"):
         train_sft(frozen, tok, EXAMPLES[1:2], FAST, progress=False)
+
+
+@pytest.mark.parametrize("mode", ["lora", "full", "extra"])
+def test_merging_after_training_scores_as_the_adapters_did(tiny, mode):
+    from lmrec.llm.modes import merged_for_scoring
+    from lmrec.llm.scoring import score_token_candidates
+
+    model, tok, ids, _ = _prepared(tiny, mode)
+    train_sft(model, tok, EXAMPLES, FAST, progress=False)
+    model.eval()
+    prompts = [e.text for e in EXAMPLES]
+    cands = ids.token_ids("item", torch.tensor([[0, 1, 2]] * len(prompts)))
+    rows = model.get_input_embeddings()(torch.arange(ids.first_id, ids.end_id)).detach()
+    before = score_token_candidates(model, tok, prompts, cands)
+    merged = merged_for_scoring(model)
+    assert type(merged).__name__ == "LlamaForCausalLM"  # no peft layer left
+    assert not any(p.requires_grad for p in merged.parameters())
+    after = score_token_candidates(merged, tok, prompts, cands)
+    # the trained rows are copied exactly; LoRA's product is added to its weight once
+    assert torch.equal(merged.get_input_embeddings().weight[ids.first_id : ids.end_id], rows)
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-5)
+
+
+def test_models_without_adapters_to_merge_are_scored_as_they_are(tiny):
+    from lmrec.llm.modes import merged_for_scoring
+
+    model, tok, ids, _ = _prepared(tiny, "prompt")
+    assert merged_for_scoring(model) is model  # soft prompts do not merge
+    plain, _ = tiny
+    assert merged_for_scoring(plain) is plain

@@ -167,8 +167,9 @@ class JointTrainer:
         self.collate = SFTCollator(sides.tokenizer.pad_token_id)
         # several processes (torchrun / accelerate launch): each takes a contiguous shard of
         # every step's rows; both sides are wrapped for DDP by Accelerate (under an FSDP launch
-        # the LLM is sharded by FSDP2 instead), so their gradients are averaged, and every loss
-        # is scaled so the average is the one-process gradient
+        # the LLM is sharded by FSDP2 instead and the domain side wrapped by torch's DDP), so
+        # their gradients are averaged, and every loss is scaled so the average is the
+        # one-process gradient
         self.procs = processes()
         if self.procs.world > config.batch_size:
             raise ConfigError(
@@ -229,7 +230,8 @@ class JointTrainer:
         Every process draws the whole batch's prompts (they are seeded by the batch), encodes
         its shard of rows, and scales its losses by its share of the batch (answer tokens for
         SFT, rows for the listwise loss); the mutual loss is over the whole batch's users and
-        items on every process, so DDP's average of the gradients is one process's gradient.
+        items on every process, so the engine's average of the gradients (DDP's all-reduce,
+        FSDP's reduce-scatter) is one process's gradient.
         """
         s = self.sides
         procs = self.procs
@@ -258,7 +260,7 @@ class JointTrainer:
             )
         else:
             sft = batch_loss(engine, batch)
-        # the whole batch's means are sums of the processes' shares; DDP divides by world
+        # the whole batch's means are sums of the processes' shares; the engine divides by world
         world = procs.world
         loss = sft * (world * tokens / max(all_tokens, 1))
         out = {"llm/sft": procs.sum(sft.item() * tokens) / max(all_tokens, 1)}
@@ -391,11 +393,12 @@ class JointTrainer:
             desc="bdlm joint",
             config_name="joint config",
             distributed=True,
+            device=self.device,
         )
 
     def _check_sharing(self) -> str:
         """M's checksum, checked equal on every process (each writes the whole batch's rows
-        from weights DDP keeps equal, so M never needs sending); raises if they drifted."""
+        from weights the engine keeps equal, so M never needs sending); raises if they drifted."""
         m = self.sides.sharing
         digest = hashlib.sha256()
         for t in (m.users, m.items, m.scales):
@@ -436,6 +439,7 @@ class JointTrainer:
             "peak_memory_mb": stats["peak_memory_mb"],
             "history": stats["history"],
             "processes": self.procs.world,
+            "engine": self.procs.engine_of(self.sides.llm),
             "sharing_checksum": stats.get("sharing_checksum"),
             "feature_cache": {
                 "hits": cache.hits,

@@ -136,6 +136,9 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     )
     trainer = JointTrainer(sides, batches, cfg.joint, cfg.llm.train, cfg.llm.examples, out)
     stats = trainer.fit()
+    from lmrec.llm.modes import merged_for_scoring
+
+    llm = merged_for_scoring(llm)  # training is over: adapters folded in for speed
     llm_scores = _llm_topk_scores(cfg, llm, tok, builder, prepared, ids)
     if cfg.cascade_refit.rows != "none" and "drs" in cfg.evaluate:
         lists = cfg.cascade_refit.rows == "lists"

@@ -234,6 +234,7 @@ def train_sft(
         progress=progress,
         desc="llm sft",
         distributed=True,
+        device=device,
     )
 
     def step_fn(step: int) -> dict[str, float]:
@@ -245,10 +246,16 @@ def train_sft(
         # a process with no rows still joins the gradient all-reduce, with a zero-weight row
         weight = 1.0 if len(mine) else 0.0
         mine = mine if len(mine) else idx[:1]
-        micro = [m for m in np.array_split(mine, config.accumulation_steps) if len(m)]
+        micro = _micro_batches(mine, config.accumulation_steps, weight)
+        # every process runs as many micro-batches as the largest share makes (the first: shards
+        # are split in rank order), the extra ones a zero-weight row: FSDP's forwards and
+        # backwards are collectives, which every process must join equally often
+        first = np.array_split(idx, procs.world)[0]
+        most = len(_micro_batches(first, config.accumulation_steps, 1.0))
+        micro += [(idx[:1], 0.0)] * (most - len(micro))
         stepper.zero_grad()
         local = 0.0
-        for j, part in enumerate(micro):
+        for j, (part, weight) in enumerate(micro):
             # dropout masks seeded by (step, micro-batch of the whole batch): the same after a
             # resume, and the same whichever process or micro-batch slot computes a shard
             slot = procs.rank * config.accumulation_steps + j
@@ -256,8 +263,8 @@ def train_sft(
             batch = {n: t.to(device) for n, t in collate([rows[i] for i in part]).items()}
             with procs.no_sync(engine, skip=j < len(micro) - 1):
                 summed = batch_loss(engine, batch, reduction="sum")
-                # DDP averages gradients over processes: scale so they add up to the mean over
-                # the whole batch's tokens, the gradient one process computes
+                # the engine averages gradients over processes: scale so they add up to the
+                # mean over the whole batch's tokens, the gradient one process computes
                 (summed * (weight * procs.world / max(total, 1))).backward()
             local += weight * summed.item()
         stepper.finish(step)
@@ -278,7 +285,13 @@ def train_sft(
         "final_loss": stats["final"].get("loss"),
         "peak_memory_mb": stats["peak_memory_mb"],
         "processes": procs.world,
+        "engine": procs.engine_of(model),
     }
+
+
+def _micro_batches(rows: np.ndarray, steps: int, weight: float) -> list[tuple[np.ndarray, float]]:
+    """``rows`` in up to ``steps`` micro-batches of near-equal size, each with ``weight``."""
+    return [(m, weight) for m in np.array_split(rows, steps) if len(m)]
 
 
 def enable_checkpointing(model) -> None:

@@ -143,6 +143,35 @@ def _none(model, config: ModeConfig, ids: IdTokens | None, tokenizer=None):
     return model
 
 
+def merged_for_scoring(model):
+    """After training: the model with its LoRA adapters and new token rows folded into the base
+    weights (peft's ``merge_and_unload``), for scoring; other models as they are.
+
+    An unmerged peft model pays at every forward for the adapters' extra products and for
+    rebuilding the whole embedding and head with the trained rows written in (two
+    vocabulary-sized matrices, mmapped and faulted in each time). SmolLM2 with 2,625 new
+    tokens, a batch of 8 prompts of 85 tokens, bf16: 0.45 s and 73k page faults a forward
+    unmerged, 0.30 s and 15k merged. The rows are copied exactly; a LoRA product is added to
+    its weight in fp32 once instead of computed beside it in the scoring dtype, so scores
+    move in their last bits. Soft prompts (``prompt`` mode) do not merge and are returned as
+    they are, and so is an FSDP-sharded model. The peft wrapper must not be trained further
+    after this (its base now holds the merged weights): call it once training is over.
+    """
+    from peft import PeftModel
+
+    from lmrec.llm.scoring import is_prompt_learning
+    from lmrec.utils.distributed import processes
+
+    if not isinstance(model, PeftModel) or is_prompt_learning(model):
+        return model
+    if processes().sharded(model):  # FSDP units hold the modules merging would replace
+        return model
+    training = model.training
+    merged = model.merge_and_unload()
+    merged.requires_grad_(False)
+    return merged.train(training)
+
+
 def is_token_param(name: str) -> bool:
     return "trainable_tokens_delta" in name
 

@@ -29,7 +29,7 @@ from lmrec.errors import ConfigError, DataError
 from lmrec.llm.config import LLMRunConfig, LLMSideConfig, PreloadConfig
 from lmrec.llm.evaluate import evaluate_llm, few_shot_examples
 from lmrec.llm.finetune import FinetuneConfig, train_sft
-from lmrec.llm.modes import apply_mode
+from lmrec.llm.modes import apply_mode, merged_for_scoring
 from lmrec.llm.prompts import PromptBuilder
 from lmrec.llm.resolve import load_llm
 from lmrec.llm.sft import training_examples
@@ -207,6 +207,7 @@ def llm_train(
         write_json(out / "train.json", stats)
     from lmrec.eval.significance import RANKS_FILE
 
+    model = merged_for_scoring(model)  # training is over: adapters folded in for speed
     metrics = evaluate_llm(
         model,
         tok,
@@ -314,6 +315,7 @@ def llm_evaluate(run: str | Path | dict, out_dir: str | Path | None = None) -> d
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     builder = PromptBuilder(cfg.prompt, ds.titles(), ids, tok)
+    model = merged_for_scoring(model)  # as the training run scored it
     metrics = evaluate_llm(
         model, tok, builder, prepared, ids, cfg, few_shot_examples(prepared, builder, cfg)
     )

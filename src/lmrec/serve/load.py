@@ -97,8 +97,11 @@ def _load_bdlm(run: Path, side: str | None, data_dir, batch_size: int) -> Engine
     if side not in ("llm", "drs"):
         raise DataError(f"side must be llm or drs for a BDLM run, got {side!r}")
     ds = loaded.prepared.dataset
+    from lmrec.llm.modes import merged_for_scoring
+
+    llm = merged_for_scoring(loaded.llm)  # scored as the run's evaluation scored it
     reranker = Reranker(
-        loaded.llm, loaded.tokenizer, loaded.builder, loaded.ids, batch_size, loaded.cascade
+        llm, loaded.tokenizer, loaded.builder, loaded.ids, batch_size, loaded.cascade
     )
     return Engine(
         kind="bdlm",
@@ -115,12 +118,14 @@ def _load_bdlm(run: Path, side: str | None, data_dir, batch_size: int) -> Engine
 
 
 def _load_llm(run: Path, retriever, data_dir, batch_size: int) -> Engine:
+    from lmrec.llm.modes import merged_for_scoring
     from lmrec.llm.prompts import PromptBuilder
     from lmrec.llm.run import _prepare, load_llm_run
     from lmrec.models import build_model
     from lmrec.train.run import check_id_maps
 
     model, tok, ids, cfg, dataset = load_llm_run(run)
+    model = merged_for_scoring(model)  # scored as the run's evaluation scored it
     if ids is None or cfg.prompt.template("topk").answer != "item_token":
         raise DataError(
             f"{run}: the service re-ranks with item-token scores; this LLM run has no item "

@@ -70,21 +70,26 @@ def weights_metadata(path: Path) -> dict[str, str]:
 # ----------------------------------------------------------------------------- optimiser
 
 
-def optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
-    """``optimizer.state_dict()`` with sharded (FSDP) state gathered whole: a collective when
-    the parameters are sharded (every process calls it), the plain state dict otherwise."""
+def optimizer_state(optimizer: torch.optim.Optimizer, keep: bool = True) -> dict[str, Any] | None:
+    """``optimizer.state_dict()`` with its tensors on the CPU, sharded (FSDP) ones gathered
+    whole. Gathering is a collective where the parameters are sharded: every process calls
+    this, and those that do not write (``keep=False``) drop each tensor once gathered and get
+    None, so no process holds more than one whole tensor on its device at a time."""
     sd = optimizer.state_dict()
-    state = {
-        idx: {name: full_tensor(value) for name, value in values.items()}
-        for idx, values in sorted(sd["state"].items())
-    }
-    return {**sd, "state": state}
+    state: dict[int, dict[str, Any]] = {}
+    for idx, values in sorted(sd["state"].items()):
+        state[idx] = {}
+        for name, value in values.items():
+            value = full_tensor(value)
+            if isinstance(value, torch.Tensor):
+                value = value.detach().cpu() if keep else None
+            state[idx][name] = value
+    return {**sd, "state": state} if keep else None
 
 
-def save_optimizer(optimizer: torch.optim.Optimizer | dict[str, Any], folder: Path) -> None:
-    """Split an optimiser's state dict (or :func:`optimizer_state`'s result) into tensors
+def save_optimizer(sd: dict[str, Any], folder: Path) -> None:
+    """Split an optimiser's state dict (:func:`optimizer_state`'s result) into tensors
     (safetensors) and everything else (JSON)."""
-    sd = optimizer_state(optimizer) if isinstance(optimizer, torch.optim.Optimizer) else optimizer
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
     for idx, state in sd["state"].items():
@@ -128,7 +133,8 @@ def load_optimizer(optimizer: torch.optim.Optimizer, folder: Path) -> None:
         if idx < len(params):
             like = params[idx]
             for name, value in values.items():
-                if isinstance(value, torch.Tensor) and value.shape == like.shape:
+                # moments shaped like their parameter; a 0-d "step" stays as it is
+                if isinstance(value, torch.Tensor) and value.ndim and value.shape == like.shape:
                     values[name] = local_share(value, like)
     # JSON turned tuples (Adam's betas) into lists; torch's own state dict has tuples.
     groups = [

@@ -45,7 +45,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from lmrec.config import check_resumable, to_dict
-from lmrec.errors import ConfigError, DataError
+from lmrec.errors import DataError
 from lmrec.train.checkpoint import (
     load_optimizer,
     load_weights,
@@ -97,29 +97,34 @@ class Part:
     @property
     def sharded(self) -> bool:
         """Whether FSDP shards this part across processes (its parameters are DTensors)."""
+        if not torch.distributed.is_available():
+            return False
         from torch.distributed.tensor import DTensor
 
         return any(isinstance(p, DTensor) for p in self.module.parameters())
 
-    def gather(self) -> dict[str, Any]:
-        """What a checkpoint writes of this part, gathered whole: a collective when the part
-        is sharded (every process calls it, in the same order), plain reads otherwise."""
+    def gather(self, keep: bool = True) -> dict[str, Any] | None:
+        """What a checkpoint writes of this part, on the CPU, sharded tensors gathered whole:
+        a collective when the part is sharded (every process calls it, in the same order; those
+        that do not write pass ``keep=False``, drop each tensor once gathered and get None)."""
         weights = None
         if self.trainable_only:
-            weights = {
-                n: full_tensor(p).detach().contiguous().cpu()
-                for n, p in self.module.named_parameters()
-                if p.requires_grad
-            }
-        elif self.sharded:
-            raise ConfigError(f"part {self.name!r}: only trainable-only parts may be sharded")
-        optim = optimizer_state(self.optimizer) if self.optimizer is not None else None
-        return {"weights": weights, "optimizer": optim}
+            weights = {}
+            for n, p in self.module.named_parameters():
+                if p.requires_grad:
+                    whole = full_tensor(p).detach()
+                    if keep:
+                        weights[n] = whole.contiguous().cpu()
+        optim = optimizer_state(self.optimizer, keep) if self.optimizer is not None else None
+        return {"weights": weights, "optimizer": optim} if keep else None
 
     def save(self, folder: Path, gathered: dict[str, Any] | None = None) -> None:
-        """Write this part into checkpoint folder ``folder`` (from :meth:`gather`'s result when
-        given: the main process writes what every process gathered)."""
-        gathered = gathered if gathered is not None else self.gather()
+        """Write this part into checkpoint folder ``folder``, from :meth:`gather`'s result
+        (gathered by every process when the part is sharded; the main one writes)."""
+        if gathered is None:
+            if self.sharded:
+                raise RuntimeError(f"part {self.name!r} is sharded: gather it on every process")
+            gathered = self.gather()
         sub = Path(folder) / self.name
         sub.mkdir(parents=True, exist_ok=True)
         if gathered["weights"] is not None:
@@ -243,6 +248,9 @@ class Loop:
     state:
         Extra keys the caller keeps in the saved state (e.g. early-stopping counters), with
         their initial values; a resume restores them.
+    device:
+        The device training computes on, when the parameters may sit elsewhere (FSDP's CPU
+        offload); the parameters' device by default.
     """
 
     def __init__(
@@ -263,6 +271,7 @@ class Loop:
         config_name: str = "train config",
         distributed: bool = False,
         state: dict[str, Any] | None = None,
+        device: torch.device | None = None,
     ) -> None:
         if not distributed:
             require_one_process(f"{desc} training")
@@ -291,7 +300,9 @@ class Loop:
             **(state or {}),
         }
         self._started: int | None = None
-        self.device = next(
+        # the device training computes on (a trainer whose engine offloads parameters to the
+        # CPU passes it; otherwise the parameters' device)
+        self.device = device or next(
             (p.device for part in parts for p in part.module.parameters()), torch.device("cpu")
         )
 
@@ -307,7 +318,7 @@ class Loop:
             self.procs.barrier()
             return final
         # sharded parts are gathered by every process together; the main one writes them
-        gathered = [part.gather() for part in self.parts]
+        gathered = [part.gather(keep=self.procs.is_main) for part in self.parts]
         if not self.procs.is_main:
             self.procs.barrier()
             return final

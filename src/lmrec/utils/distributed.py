@@ -115,10 +115,9 @@ class Processes:
             DistributedType.MULTI_GPU,
         ):
             raise ConfigError(
-                f"the launch asks for {accelerator.distributed_type.value}; lmrec's training "
-                "loop drives DDP (MULTI_CPU / MULTI_GPU) and FSDP (ACCELERATE_USE_FSDP=true, "
-                "configs/accelerate/fsdp_full_shard.yaml); DeepSpeed is not supported: launch "
-                "with the FSDP config for ZeRO-3's sharding"
+                f"the launch asks for {accelerator.distributed_type.value}; lmrec drives DDP "
+                "(configs/accelerate/ddp_cpu.yaml, ddp_gpus.yaml) and FSDP "
+                "(fsdp_full_shard.yaml) only"
             )
         return accelerator.prepare_model(model)
 
@@ -141,6 +140,12 @@ class Processes:
     def sharded(self, model: torch.nn.Module) -> bool:
         """Whether ``model`` is sharded by FSDP (its forwards are collectives)."""
         return _is_fsdp(model)
+
+    def engine_of(self, model: torch.nn.Module) -> str:
+        """How ``model`` was trained: ``fsdp``, ``ddp`` or ``single`` (one process)."""
+        if _is_fsdp(model):
+            return "fsdp"
+        return "ddp" if self.world > 1 else "single"
 
     @contextlib.contextmanager
     def gathered(self, model: torch.nn.Module) -> Iterator[None]:
@@ -180,6 +185,8 @@ class Processes:
 
 
 def _is_fsdp(model: torch.nn.Module) -> bool:
+    if not torch.distributed.is_available():
+        return False
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(model, FSDPModule)
@@ -199,7 +206,7 @@ def _fully_shard(model: torch.nn.Module) -> torch.nn.Module:
             f"FSDP: {type(base).__name__} names no decoder layer class (_no_split_modules) "
             "to shard by"
         )
-    for layer in layers:
+    for layer in reversed(layers):  # innermost first: FSDP2 shards bottom-up
         fully_shard(layer, **options)
     fully_shard(model, **options)
     return model
@@ -217,6 +224,18 @@ def fsdp_options() -> dict[str, Any]:
             f"the launch asks for FSDP version {plugin.fsdp_version}; lmrec shards with FSDP2: "
             "set fsdp_version: 2 in the accelerate config (or FSDP_VERSION=2)"
         )
+    # options lmrec would otherwise ignore, where ignoring them changes the run
+    if plugin.cpu_ram_efficient_loading:
+        raise ConfigError(
+            "fsdp_cpu_ram_efficient_loading: true makes transformers load the weights on the "
+            "main process only, and lmrec's FSDP2 sharding does not broadcast them: set it to "
+            "false (every process loads the model, then keeps its shard)"
+        )
+    if plugin.activation_checkpointing:
+        raise ConfigError(
+            "fsdp_activation_checkpointing: lmrec's own switch is train.gradient_checkpointing "
+            "(llm.train.gradient_checkpointing for BDLM): set that and leave this false"
+        )
     options: dict[str, Any] = {"reshard_after_forward": plugin.reshard_after_forward is not False}
     if isinstance(plugin.cpu_offload, CPUOffloadPolicy):
         options["offload_policy"] = plugin.cpu_offload
@@ -226,6 +245,8 @@ def fsdp_options() -> dict[str, Any]:
 def full_tensor(value: Any) -> Any:
     """A sharded (DTensor) value gathered whole (a collective: every process calls it, in the
     same order); anything else as it is."""
+    if not torch.distributed.is_available():
+        return value
     from torch.distributed.tensor import DTensor
 
     return value.full_tensor() if isinstance(value, DTensor) else value
@@ -235,6 +256,8 @@ def local_share(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """This process's share of the whole tensor ``full``, laid out as the DTensor ``like``
     (no communication: every process holds ``full``); ``full`` itself when ``like`` is a
     plain tensor."""
+    if not torch.distributed.is_available():
+        return full
     from torch.distributed.tensor import DTensor, distribute_tensor
 
     if not isinstance(like, DTensor):
