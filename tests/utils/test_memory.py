@@ -51,11 +51,45 @@ def test_fixed_threshold_returns_freed_blocks_to_the_os():
 def test_malloc_policy_names_are_checked(monkeypatch):
     from lmrec.utils.memory import configure_malloc
 
-    with pytest.raises(ValueError, match="reuse, release, off"):
+    with pytest.raises(ValueError, match="reuse, release, heap, off"):
         configure_malloc("fast")
     with pytest.raises(ValueError, match="MMAP_MIB,TRIM_MIB"):
         configure_malloc("16,lots")
-    with pytest.raises(ValueError, match=r"MMAP_MIB must be in \(0, 32\]"):
+    with pytest.raises(ValueError, match=r"MMAP_MIB must be in \[0, 32\]"):
         configure_malloc("64,128")  # glibc would refuse it and keep its own threshold
     monkeypatch.setenv("LMREC_MALLOC", "off")
     assert configure_malloc("release") is False  # the environment wins: nothing applied
+
+
+BIG = """
+import sys
+import psutil
+import torch
+from lmrec.utils.memory import configure_malloc
+for policy in sys.argv[1:]:
+    assert configure_malloc(policy)
+blocks = [torch.ones(64 * 2**20 // 4) for _ in range(4)]  # 64 MB each: past glibc's 32 MiB cap
+keep = torch.ones(2**20 // 4)  # allocated last, above the big blocks: the heap cannot trim them
+before = psutil.Process().memory_info().rss
+del blocks
+after = psutil.Process().memory_info().rss
+print((before - after) / 2**20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc mallopt")
+def test_heap_policy_keeps_even_the_largest_blocks_for_reuse():
+    from lmrec.utils.memory import _libc
+
+    if _libc() is None:
+        pytest.skip("no glibc mallopt here")
+
+    def released(*policies):
+        out = subprocess.run(
+            [sys.executable, "-c", BIG, *policies], capture_output=True, text=True, check=True
+        )
+        return float(out.stdout.strip().splitlines()[-1])
+
+    assert released("reuse") > 200  # mmapped, unmapped when freed
+    assert released("heap") < 20  # served from the heap, kept for the next step
+    assert released("heap", "reuse") > 200  # a later policy turns mmap back on

@@ -43,11 +43,14 @@ import sys
 
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_THRESHOLD = -3
+M_MMAP_MAX = -4
+DEFAULT_MMAP_MAX = 65536  # glibc's own limit on the number of mmapped blocks
 DEFAULT_THRESHOLD = 128 * 1024  # glibc's own starting value
 POLICIES = {
     # policy: (mmap threshold, trim threshold) in bytes; None leaves glibc's defaults
     "reuse": (16 * 2**20, 128 * 2**20),
     "release": (DEFAULT_THRESHOLD, DEFAULT_THRESHOLD),
+    "heap": (0, 256 * 2**20),  # nothing mmapped: least system time, most memory
     "off": None,
 }
 
@@ -66,9 +69,10 @@ def configure_malloc(policy: str | None = None) -> bool:
             mmap_mib, trim_mib = (float(x) for x in policy.split(","))
         except ValueError:
             raise ValueError(f"LMREC_MALLOC {policy!r}: expected 'MMAP_MIB,TRIM_MIB'") from None
-        if not 0 < mmap_mib <= 32 or trim_mib <= 0:
-            # glibc refuses mmap thresholds above 32 MiB (HEAP_MAX_SIZE / 2 on 64 bits)
-            raise ValueError(f"LMREC_MALLOC {policy!r}: MMAP_MIB must be in (0, 32], TRIM_MIB > 0")
+        if not 0 <= mmap_mib <= 32 or trim_mib <= 0:
+            # glibc refuses mmap thresholds above 32 MiB (HEAP_MAX_SIZE / 2 on 64 bits); 0
+            # serves every block from the heap (no mmap at all)
+            raise ValueError(f"LMREC_MALLOC {policy!r}: MMAP_MIB must be in [0, 32], TRIM_MIB > 0")
         return fix_malloc_threshold(int(mmap_mib * 2**20), int(trim_mib * 2**20))
     if policy not in POLICIES:
         raise ValueError(
@@ -102,7 +106,10 @@ def fix_malloc_threshold(threshold: int = DEFAULT_THRESHOLD, trim: int | None = 
     libc = _libc()
     if libc is None:
         return False
-    ok = libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
+    # threshold 0: no block is mmapped (freed large blocks stay in the heap for reuse)
+    ok = libc.mallopt(M_MMAP_MAX, 0 if threshold == 0 else DEFAULT_MMAP_MAX) == 1
+    if threshold:
+        ok &= libc.mallopt(M_MMAP_THRESHOLD, int(threshold)) == 1
     # Trim the heap top back to the OS as soon as this much of it is free.
     ok &= libc.mallopt(M_TRIM_THRESHOLD, int(threshold if trim is None else trim)) == 1
     return bool(ok)
