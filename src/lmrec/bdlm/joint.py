@@ -394,6 +394,7 @@ class JointTrainer:
             config_name="joint config",
             distributed=True,
             device=self.device,
+            lean_memory=self.llm_cfg.gradient_checkpointing,
         )
 
     def _check_sharing(self) -> str:

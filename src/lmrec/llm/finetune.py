@@ -235,6 +235,7 @@ def train_sft(
         desc="llm sft",
         distributed=True,
         device=device,
+        lean_memory=config.gradient_checkpointing,
     )
 
     def step_fn(step: int) -> dict[str, float]:

@@ -58,7 +58,7 @@ from lmrec.train.checkpoint import (
 )
 from lmrec.utils.distributed import full_tensor, local_share, processes, require_one_process
 from lmrec.utils.io import atomic_folder, read_json, write_json
-from lmrec.utils.memory import configure_malloc
+from lmrec.utils.memory import LEAN_POLICY, configure_malloc
 
 CHECKPOINTS = "checkpoints"
 STATE_FILE = "state.json"
@@ -251,6 +251,9 @@ class Loop:
     device:
         The device training computes on, when the parameters may sit elsewhere (FSDP's CPU
         offload); the parameters' device by default.
+    lean_memory:
+        The run trades time for memory (gradient checkpointing): on CPU, the allocator keeps
+        the smaller heap (:data:`lmrec.utils.memory.LEAN_POLICY`) instead of the faster one.
     """
 
     def __init__(
@@ -272,6 +275,7 @@ class Loop:
         distributed: bool = False,
         state: dict[str, Any] | None = None,
         device: torch.device | None = None,
+        lean_memory: bool = False,
     ) -> None:
         if not distributed:
             require_one_process(f"{desc} training")
@@ -299,6 +303,7 @@ class Loop:
             "recent": [],  # the last RECENT steps' losses
             **(state or {}),
         }
+        self.lean_memory = lean_memory
         self._started: int | None = None
         # the device training computes on (a trainer whose engine offloads parameters to the
         # CPU passes it; otherwise the parameters' device)
@@ -345,7 +350,8 @@ class Loop:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
-            configure_malloc()  # reuse freed activations between steps (lmrec.utils.memory)
+            # reuse freed activations between steps (lmrec.utils.memory)
+            configure_malloc(LEAN_POLICY if self.lean_memory else None)
         seed_everything(self.seed)
         self._started = self.resume()
         return self._started

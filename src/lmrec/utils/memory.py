@@ -15,13 +15,13 @@ Two failure modes, both measured on SmolLM2-135M on 2 cores:
   faults and 2.2 s of system time per 4 s step; a third of ``make demo``'s CPU time went to the
   kernel).
 
-``reuse`` (the default policy) fixes the mmap threshold at 16 MiB and trims the heap only past
-128 MiB of free top, so a training step reuses the blocks the previous step freed, while the
-largest blocks (vocabulary-sized logits, the weights' gradients) are still mmapped and given
-back. Fixing the threshold also switches off glibc's raising. ``release`` is the earlier
-128 KiB policy (smallest resident memory, most system time); ``off`` leaves glibc alone.
-``LMREC_MALLOC`` overrides the policy for every call, without a code change; it also takes
-``MMAP_MIB,TRIM_MIB`` to try other thresholds.
+``reuse`` fixes the mmap threshold at 16 MiB and trims the heap only past 128 MiB of free
+top, so a training step reuses the blocks the previous step freed, while the largest blocks
+(vocabulary-sized logits, the weights' gradients) are still mmapped and given back. Fixing the
+threshold also switches off glibc's raising. ``release`` is the earlier 128 KiB policy
+(smallest resident memory, most system time); ``heap`` (the default) mmaps nothing; ``off``
+leaves glibc alone. ``LMREC_MALLOC`` overrides the policy for every call, without a code
+change; it also takes ``MMAP_MIB,TRIM_MIB`` to try other thresholds.
 
 Why 16 / 128 MiB (``bench/bench_malloc.py`` and ``bench/bench_llm.py --worker memory``, idle
 2-core machine, 2026-11-30): the two workloads that pull apart are SASRec training on ML-100K
@@ -38,7 +38,9 @@ vocabulary-sized blocks (SmolLM2's 49k x 576 embedding and head: 113 MB in fp32,
 bf16 cast, and their gradients) are mmapped and faulted in again at every forward and
 backward. Measured 2026-12-01 (``reuse`` / ``heap``): SASRec 11.7% / 6.3% system (medians of
 3), the demo's experiment 12.7% / 5.0% system and 5.36 / 5.66 GB, LoRA on ML-1M 14.3% / 4.2%
-system and 4.99 / 6.28 GB. ``reuse`` stays the default for the last figure's 6 GB target.
+system and 4.99 / 6.28 GB. So ``heap`` is the default, and a run that asks for gradient
+checkpointing (which says memory matters more than time) gets ``reuse``
+(:data:`LEAN_POLICY`, applied by :class:`lmrec.train.loop.Loop`).
 """
 
 from __future__ import annotations
@@ -62,15 +64,20 @@ POLICIES = {
 }
 
 
+DEFAULT_POLICY = "heap"  # least system time
+LEAN_POLICY = "reuse"  # for runs that trade time for memory (gradient checkpointing)
+
+
 def configure_malloc(policy: str | None = None) -> bool:
-    """Apply a malloc policy of :data:`POLICIES` (default ``reuse``; ``$LMREC_MALLOC`` wins).
+    """Apply a malloc policy of :data:`POLICIES` (default :data:`DEFAULT_POLICY`;
+    ``$LMREC_MALLOC`` wins).
 
     Returns True when glibc took the settings, False where there is no glibc ``mallopt`` or the
     policy is ``off`` (nothing changes then). Safe to call more than once.
     """
     import os
 
-    policy = os.environ.get("LMREC_MALLOC") or policy or "reuse"
+    policy = os.environ.get("LMREC_MALLOC") or policy or DEFAULT_POLICY
     if "," in policy:  # "MMAP_MIB,TRIM_MIB": the two thresholds in MiB (for measuring)
         try:
             mmap_mib, trim_mib = (float(x) for x in policy.split(","))
