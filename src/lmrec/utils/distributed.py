@@ -32,6 +32,7 @@ Without a launcher there is one process and none of this costs anything.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 from collections.abc import Iterator
@@ -297,8 +298,17 @@ def processes() -> Processes:
         )
     cpu = not torch.cuda.is_available()
     state = PartialState(cpu=cpu)
+    # leave the process group before the interpreter exits: its communication threads,
+    # still running at exit, abort the process ("terminate called without an active
+    # exception") after the run's work is done
+    atexit.register(_leave_process_group)
     engine = "fsdp" if _flag("ACCELERATE_USE_FSDP") else "ddp"
     return Processes(world=state.num_processes, rank=state.process_index, cpu=cpu, engine=engine)
+
+
+def _leave_process_group() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def _flag(name: str) -> bool:
