@@ -251,8 +251,7 @@ def train_sft(
         # every process runs as many micro-batches as the largest share makes (the first: shards
         # are split in rank order), the extra ones a zero-weight row: FSDP's forwards and
         # backwards are collectives, which every process must join equally often
-        first = np.array_split(idx, procs.world)[0]
-        most = len(_micro_batches(first, config.accumulation_steps, 1.0))
+        most = min(config.accumulation_steps, len(np.array_split(idx, procs.world)[0]))
         micro += [(idx[:1], 0.0)] * (most - len(micro))
         stepper.zero_grad()
         local = 0.0

@@ -94,15 +94,6 @@ class Part:
     def weights_file(self) -> str:
         return "trainable.safetensors" if self.trainable_only else "model.safetensors"
 
-    @property
-    def sharded(self) -> bool:
-        """Whether FSDP shards this part across processes (its parameters are DTensors)."""
-        if not torch.distributed.is_available():
-            return False
-        from torch.distributed.tensor import DTensor
-
-        return any(isinstance(p, DTensor) for p in self.module.parameters())
-
     def gather(self, keep: bool = True) -> dict[str, Any] | None:
         """What a checkpoint writes of this part, on the CPU, sharded tensors gathered whole:
         a collective when the part is sharded (every process calls it, in the same order; those
@@ -118,13 +109,9 @@ class Part:
         optim = optimizer_state(self.optimizer, keep) if self.optimizer is not None else None
         return {"weights": weights, "optimizer": optim} if keep else None
 
-    def save(self, folder: Path, gathered: dict[str, Any] | None = None) -> None:
+    def save(self, folder: Path, gathered: dict[str, Any]) -> None:
         """Write this part into checkpoint folder ``folder``, from :meth:`gather`'s result
         (gathered by every process when the part is sharded; the main one writes)."""
-        if gathered is None:
-            if self.sharded:
-                raise RuntimeError(f"part {self.name!r} is sharded: gather it on every process")
-            gathered = self.gather()
         sub = Path(folder) / self.name
         sub.mkdir(parents=True, exist_ok=True)
         if gathered["weights"] is not None:
@@ -318,7 +305,7 @@ class Loop:
         the others wait for it); returns its folder."""
         assert self.out_dir is not None
         final = self.out_dir / CHECKPOINTS / f"step-{self.state['step']:07d}"
-        sharded = any(part.sharded for part in self.parts)
+        sharded = any(self.procs.sharded(part.module) for part in self.parts)
         if not self.procs.is_main and not sharded:
             self.procs.barrier()
             return final
