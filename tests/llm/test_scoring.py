@@ -169,3 +169,44 @@ def test_text_ranking_generates_every_candidate_once(tiny):
     ranks = generate_text_ranking(model, tok, PROMPTS[:2], cands, sep=";", batch_size=2)
     assert ranks.shape == (2, 3)
     assert all(sorted(r) == [0, 1, 2] for r in ranks.tolist())
+
+
+def test_compiled_layers_score_and_train_as_the_eager_model(tiny):
+    """One compiled graph for all layers: the same scores and losses to float tolerance, the
+    cached-prefix path still eager, a second call a no-op."""
+    import copy
+
+    from lmrec.llm.scoring import compile_layers, decoder_layers
+
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 3, 5)
+    cand = ids.token_ids("item", np.array([[0, 3, 4], [1, 2, 0], [4, 3, 2]]))
+    eager = copy.deepcopy(model)
+    assert compile_layers(model) is True
+    assert all(layer.lmrec_compiled for layer in decoder_layers(model))
+    assert compile_layers(model) is True  # already patched: nothing recompiled
+    assert model.config._attn_implementation == "eager"  # its softmax is fused on a CPU
+    torch.testing.assert_close(
+        score_token_candidates(model, tok, PROMPTS, cand),
+        score_token_candidates(eager, tok, PROMPTS, cand),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    torch.testing.assert_close(  # a key/value cache: the eager layers, same numbers
+        score_yes_no(model, tok, PROMPTS[:2], share_prefix=True),
+        score_yes_no(eager, tok, PROMPTS[:2], share_prefix=True),
+        atol=1e-4,
+        rtol=1e-4,
+    )
+    batch = tok(PROMPTS[:2], return_tensors="pt", padding=True)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, -3:] = batch["input_ids"][:, -3:]  # answers at the end (left padding)
+    losses, grads = [], []
+    for m in (model, eager):  # a training step: the same loss and gradients
+        m.train()
+        loss = m(**batch, labels=labels).loss
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-3)

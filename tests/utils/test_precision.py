@@ -62,3 +62,36 @@ def test_runs_written_before_the_option_are_read_as_fp32():
 
     assert saved_run({"dataset": "d", "llm": {"model": "m"}})["llm"]["precision"] == "fp32"
     assert saved_run({"dataset": "d", "llm": {"precision": "auto"}})["llm"]["precision"] == "auto"
+
+
+def test_stored_weights_score_as_autocast_bit_for_bit_and_the_embedding_stays_fp32():
+    from lmrec.llm.resolve import load_llm
+    from lmrec.llm.scoring import last_log_probs
+    from lmrec.utils.precision import set_precision, store_weights
+
+    torch.set_num_threads(1)
+    model, tok = load_llm("tiny-llama", device="cpu")
+    model.requires_grad_(False)
+    prompts = ["alpha beta gamma", "delta", "beta beta alpha delta gamma"]
+    set_precision(model, torch.bfloat16)
+    autocast = last_log_probs(model, tok, prompts)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert store_weights(model) == len(linears)
+    assert all(m.weight.dtype is torch.bfloat16 for m in linears)
+    embedding = model.get_input_embeddings().weight
+    assert embedding.dtype is torch.float32  # the tied head got its own bf16 copy
+    assert model.get_output_embeddings().weight.data_ptr() != embedding.data_ptr()
+    assert torch.equal(last_log_probs(model, tok, prompts), autocast)
+    with pytest.raises(ConfigError, match="stored in torch.bfloat16"):
+        set_precision(model, None)  # fp32 products over bf16 weights: refused
+    set_precision(model, torch.bfloat16)  # the same dtype again is fine
+
+
+def test_a_model_without_autocast_keeps_its_fp32_weights():
+    from lmrec.llm.resolve import load_llm
+    from lmrec.utils.precision import set_precision, store_weights
+
+    model, _ = load_llm("tiny-llama", device="cpu")
+    set_precision(model, None)
+    assert store_weights(model) == 0
+    assert all(p.dtype is torch.float32 for p in model.parameters())

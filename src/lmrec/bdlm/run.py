@@ -118,6 +118,10 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     builder = PromptBuilder(cfg.llm.prompt, ds.titles(), ids, tok)
     torch.manual_seed(cfg.joint.seed)  # LoRA's A matrices start random
     llm = apply_mode(llm, cfg.llm.mode, ids, tok)
+    if cfg.llm.compile:
+        from lmrec.llm.scoring import compile_layers
+
+        compile_layers(llm)  # training's graph; scoring reuses the patched layers
     cascade = Cascade(domain, width, cfg.cascade).to(device)
     cache = FeatureCache(cfg.joint.feature_batch_size, cfg.share_prefix)
     sides = JointSides(llm, tok, ids, builder, cascade, sharing, cache)
@@ -136,9 +140,9 @@ def run_bdlm(dataset: str, config: dict | BDLMConfig | None, out_dir: str | Path
     )
     trainer = JointTrainer(sides, batches, cfg.joint, cfg.llm.train, cfg.llm.examples, out)
     stats = trainer.fit()
-    from lmrec.llm.modes import merged_for_scoring
+    from lmrec.llm.modes import ready_for_scoring
 
-    llm = merged_for_scoring(llm)  # training is over: adapters folded in for speed
+    llm = ready_for_scoring(llm, cfg.llm.compile)  # training is over: merged, weights stored
     llm_scores = _llm_topk_scores(cfg, llm, tok, builder, prepared, ids)
     if cfg.cascade_refit.rows != "none" and "drs" in cfg.evaluate:
         lists = cfg.cascade_refit.rows == "lists"

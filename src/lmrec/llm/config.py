@@ -88,6 +88,11 @@ class LLMSideConfig:
     tasks, few_shot, eval_batch_size, eval_limit:
         What is evaluated, demonstrations per prompt, prompts per forward pass, and the first
         this many users only (0: every user).
+    compile:
+        Compile the decoder layers, for training and scoring
+        (:func:`lmrec.llm.scoring.compile_layers`): in bf16 on 2 CPU cores with AMX, SFT
+        ~1.8x and top-K scoring ~1.35x faster after ~15 s of compiling; needs a C++ compiler
+        on a CPU (without one the model runs eagerly, with a warning). Not under FSDP.
     num_threads:
         CPU threads (0: the machine's).
     seed:
@@ -107,6 +112,7 @@ class LLMSideConfig:
     few_shot: int = 0
     eval_batch_size: int = 8
     eval_limit: int = 0
+    compile: bool = False
     num_threads: int = 0
     seed: int = 0
 

@@ -172,6 +172,29 @@ def merged_for_scoring(model):
     return merged.train(training)
 
 
+def ready_for_scoring(model, compile: bool = False):
+    """After training: ``model`` as it scores fastest with the same numbers.
+
+    Adapters folded in (:func:`merged_for_scoring`), the linear layers' weights stored in the
+    autocast dtype (:func:`lmrec.utils.precision.store_weights`: bit-identical scores under
+    bf16), and with ``compile`` the decoder layers compiled
+    (:func:`lmrec.llm.scoring.compile_layers`; scores move in their last bits, as fused
+    kernels round differently). An FSDP-sharded model is returned as it is.
+    """
+    from lmrec.llm.scoring import compile_layers
+    from lmrec.utils.distributed import processes
+    from lmrec.utils.precision import store_weights
+
+    model = merged_for_scoring(model)
+    if processes().sharded(model):
+        return model
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    store_weights(base)
+    if compile:
+        compile_layers(model)
+    return model
+
+
 def is_token_param(name: str) -> bool:
     return "trainable_tokens_delta" in name
 

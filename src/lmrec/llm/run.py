@@ -29,9 +29,10 @@ from lmrec.errors import ConfigError, DataError
 from lmrec.llm.config import LLMRunConfig, LLMSideConfig, PreloadConfig
 from lmrec.llm.evaluate import evaluate_llm, few_shot_examples
 from lmrec.llm.finetune import FinetuneConfig, train_sft
-from lmrec.llm.modes import apply_mode, merged_for_scoring
+from lmrec.llm.modes import apply_mode, ready_for_scoring
 from lmrec.llm.prompts import PromptBuilder
 from lmrec.llm.resolve import load_llm
+from lmrec.llm.scoring import compile_layers
 from lmrec.llm.sft import training_examples
 from lmrec.llm.tokens import IdTokens, add_id_tokens, preload_id_tokens, set_id_token_rows
 from lmrec.train.loop import latest_checkpoint, load_trainable
@@ -198,6 +199,8 @@ def llm_train(
         tok.save_pretrained(out / "tokenizer")
     builder = PromptBuilder(cfg.prompt, ds.titles(), ids, tok)
     model = apply_mode(model, cfg.mode, ids, tok)
+    if cfg.compile:
+        compile_layers(model)  # training's graph; scoring reuses the patched layers
 
     stats: dict[str, Any] = {"mode": cfg.mode.mode}
     if cfg.mode.mode != "none":
@@ -207,7 +210,7 @@ def llm_train(
         write_json(out / "train.json", stats)
     from lmrec.eval.significance import RANKS_FILE
 
-    model = merged_for_scoring(model)  # training is over: adapters folded in for speed
+    model = ready_for_scoring(model, cfg.compile)  # training is over: merged, weights stored
     metrics = evaluate_llm(
         model,
         tok,
@@ -315,7 +318,7 @@ def llm_evaluate(run: str | Path | dict, out_dir: str | Path | None = None) -> d
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     builder = PromptBuilder(cfg.prompt, ds.titles(), ids, tok)
-    model = merged_for_scoring(model)  # as the training run scored it
+    model = ready_for_scoring(model, cfg.compile)  # as the training run scored it
     metrics = evaluate_llm(
         model, tok, builder, prepared, ids, cfg, few_shot_examples(prepared, builder, cfg)
     )

@@ -57,18 +57,9 @@ def load_engine(
     check_run_folder(run)
     saved = read_json(run / "config.json")
     if "bdlm" in saved:
-        engine = _load_bdlm(run, side, data_dir, batch_size)
-    elif "llm" in saved:
-        engine = _load_llm(run, retriever, data_dir, batch_size)
-    else:
-        engine = None
-    if engine is not None:
-        if precision != "run":
-            from lmrec.utils.precision import resolve_precision, set_precision
-
-            llm = engine.reranker.llm
-            set_precision(llm, resolve_precision(precision, next(llm.parameters()).device))
-        return engine
+        return _load_bdlm(run, side, data_dir, batch_size, precision)
+    if "llm" in saved:
+        return _load_llm(run, retriever, data_dir, batch_size, precision)
     if "model" in saved:
         from lmrec.train.run import load_domain_run
         from lmrec.train.trainer import history_len
@@ -89,7 +80,21 @@ def load_engine(
     raise DataError(f"{run / 'config.json'}: not a run of lmrec train, lmrec llm train or BDLM")
 
 
-def _load_bdlm(run: Path, side: str | None, data_dir, batch_size: int) -> Engine:
+def _scoring_llm(llm, precision: str):
+    """The loaded LLM with ``precision`` (``run``: the run's own), ready for scoring."""
+    from lmrec.llm.modes import ready_for_scoring
+
+    if precision != "run":
+        from lmrec.utils.precision import resolve_precision, set_precision
+
+        base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+        set_precision(base, resolve_precision(precision, next(llm.parameters()).device))
+    return ready_for_scoring(llm)  # scored as the run's evaluation scored it
+
+
+def _load_bdlm(
+    run: Path, side: str | None, data_dir, batch_size: int, precision: str = "run"
+) -> Engine:
     from lmrec.bdlm.setup import load_bdlm_run
 
     loaded = load_bdlm_run(run, data_dir=data_dir)
@@ -97,9 +102,7 @@ def _load_bdlm(run: Path, side: str | None, data_dir, batch_size: int) -> Engine
     if side not in ("llm", "drs"):
         raise DataError(f"side must be llm or drs for a BDLM run, got {side!r}")
     ds = loaded.prepared.dataset
-    from lmrec.llm.modes import merged_for_scoring
-
-    llm = merged_for_scoring(loaded.llm)  # scored as the run's evaluation scored it
+    llm = _scoring_llm(loaded.llm, precision)
     reranker = Reranker(
         llm, loaded.tokenizer, loaded.builder, loaded.ids, batch_size, loaded.cascade
     )
@@ -117,15 +120,14 @@ def _load_bdlm(run: Path, side: str | None, data_dir, batch_size: int) -> Engine
     )
 
 
-def _load_llm(run: Path, retriever, data_dir, batch_size: int) -> Engine:
-    from lmrec.llm.modes import merged_for_scoring
+def _load_llm(run: Path, retriever, data_dir, batch_size: int, precision: str = "run") -> Engine:
     from lmrec.llm.prompts import PromptBuilder
     from lmrec.llm.run import _prepare, load_llm_run
     from lmrec.models import build_model
     from lmrec.train.run import check_id_maps
 
     model, tok, ids, cfg, dataset = load_llm_run(run)
-    model = merged_for_scoring(model)  # scored as the run's evaluation scored it
+    model = _scoring_llm(model, precision)
     if ids is None or cfg.prompt.template("topk").answer != "item_token":
         raise DataError(
             f"{run}: the service re-ranks with item-token scores; this LLM run has no item "
