@@ -4,11 +4,14 @@ Measurements, each in its own process (so peak memory and CPU times are that job
 
 0. ``flops`` (the headline table): top-K scoring in users/s and SFT (full fine-tuning) in
    samples/s on the main job's prompts (ML-100K, pure-id top-20 prompts, 10 history items), in
-   fp32 and in bf16 (autocast, where the processor has it), each as min / median / max over
+   fp32 and in bf16 (autocast, where the processor has it), eager and with the decoder layers
+   compiled (``llm.compile``), bf16 scoring also as it was before lmrec stored the weights in
+   bf16 (autocast casting each weight at every forward), each as min / median / max over
    ``--repeats`` timed passes; the matrix-multiply FLOPs those passes did (counted from the
    model's shapes and each prompt's own token count, so padding is not counted as work), as
    GFLOP/s and as a fraction of the machine's peak, which the same run measures with a
-   2048^3 matrix product in each dtype; peak resident memory; user and system CPU seconds.
+   2048^3 matrix product in each dtype; the first call's seconds (compiling included); peak
+   resident memory; user and system CPU seconds.
 
 1. ``score``: top-20 scoring throughput in users/s on ML-100K test candidate sets (the paper's
    prompt with ids and titles). One pass (the 20 item-token log-probs read from one forward
