@@ -171,6 +171,34 @@ def test_text_ranking_generates_every_candidate_once(tiny):
     assert all(sorted(r) == [0, 1, 2] for r in ranks.tolist())
 
 
+def _has_cxx() -> bool:
+    import shutil
+
+    return any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+
+
+def test_without_a_compiler_the_layers_stay_eager_with_a_warning(tiny, monkeypatch):
+    from lmrec.llm.scoring import compile_layers, decoder_layers
+
+    model, tok = tiny
+    before = score_token_candidates(model, tok, PROMPTS, [[5, 6], [7, 8], [9, 10]])
+
+    def no_compiler(fn, **kwargs):
+        def fail(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return fail
+
+    monkeypatch.setattr(torch, "compile", no_compiler)
+    with pytest.warns(UserWarning, match="not usable here.*no C\\+\\+ compiler"):
+        assert compile_layers(model) is False
+    assert not any("forward" in vars(layer) for layer in decoder_layers(model))
+    assert model.config._attn_implementation == "sdpa"  # untouched
+    after = score_token_candidates(model, tok, PROMPTS, [[5, 6], [7, 8], [9, 10]])
+    assert torch.equal(before, after)
+
+
+@pytest.mark.skipif(not _has_cxx(), reason="torch.compile on a CPU needs a C++ compiler")
 def test_compiled_layers_score_and_train_as_the_eager_model(tiny):
     """One compiled graph for all layers: the same scores and losses to float tolerance, the
     cached-prefix path still eager, a second call a no-op."""
