@@ -238,3 +238,39 @@ def test_compiled_layers_score_and_train_as_the_eager_model(tiny):
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-3)
+
+
+@pytest.mark.skipif(not _has_cxx(), reason="torch.compile on a CPU needs a C++ compiler")
+def test_compiled_lora_layers_with_checkpointing_train_and_score_as_eager(tiny):
+    """LoRA adapters inside the compiled layers, activation checkpointing around them, then
+    merged for scoring (the graph recompiles for the merged layers). Dropout off: compiled
+    code draws its own random masks."""
+    import copy
+
+    from lmrec.llm.finetune import enable_checkpointing
+    from lmrec.llm.modes import ModeConfig, apply_mode, ready_for_scoring
+    from lmrec.llm.scoring import compile_layers
+
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 3, 5)
+    model = apply_mode(model, ModeConfig(mode="lora", lora_dropout=0.0), ids, tok)
+    eager = copy.deepcopy(model)
+    assert compile_layers(model)
+    batch = tok(PROMPTS[:2], return_tensors="pt", padding=True)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, -3:] = batch["input_ids"][:, -3:]
+    grads = []
+    for m in (model, eager):
+        enable_checkpointing(m)
+        m.train()
+        m(**batch, labels=labels).loss.backward()
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+    assert grads[0].numel() == grads[1].numel() > 0
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-3)
+    cand = ids.token_ids("item", np.array([[0, 3, 4], [1, 2, 0], [4, 3, 2]]))
+    torch.testing.assert_close(
+        score_token_candidates(ready_for_scoring(model, compile=True), tok, PROMPTS, cand),
+        score_token_candidates(ready_for_scoring(eager), tok, PROMPTS, cand),
+        atol=1e-4,
+        rtol=1e-4,
+    )

@@ -79,7 +79,8 @@ def compile_layers(model) -> bool:
     compiling; SFT ~6 -> ~11 samples/s after ~15 s (``bench/bench_llm.py``). Calls that carry a
     key/value cache (the shared-prefix paths) stay eager: they pass a layer index the graph
     would have to be recompiled for. Scores and losses move in their last bits (fused kernels
-    round differently).
+    round differently), and dropout (LoRA's) draws other masks than eager code would. LoRA
+    adapters, activation checkpointing and merging after training work through it (tested).
 
     A toy function is compiled first; where that fails (no C++ compiler) the layers stay
     eager, a warning says why, and False comes back. An FSDP-sharded model is left eager.
