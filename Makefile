@@ -13,8 +13,8 @@ install:
 # The main job on the offline defaults: BDLM on ML-100K with SmolLM2-135M on CPU (popularity,
 # LightGCN, SASRec, BDLM-llm, BDLM-drs; every test user, 95% intervals and paired tests); prints
 # the table and writes runs/bdlm_ml100k_cpu/report.md. About 6 minutes on 2 cores with bf16
-# (AMX or AVX512-BF16) once installed and cached (6 min 5 s on 2026-12-01), about 11 from
-# nothing (10 min 39 s measured on older, slower code); run again to resume.
+# (AMX or AVX512-BF16) once installed and cached, about 8 from nothing (6 min 5 s and 7 min
+# 39 s measured on 2026-12-01); run again to resume.
 demo: install
 	$(VENV)/bin/lmrec experiment configs/bdlm_ml100k_cpu.yaml
 

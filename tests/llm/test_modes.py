@@ -131,3 +131,29 @@ def test_models_without_adapters_to_merge_are_scored_as_they_are(tiny):
     assert merged_for_scoring(model) is model  # soft prompts do not merge
     plain, _ = tiny
     assert merged_for_scoring(plain) is plain
+
+
+def test_ready_for_scoring_merges_lora_and_stores_bf16_weights_scoring_as_autocast(tiny):
+    """LoRA merged, then its linear layers stored in bf16: the scores of the merged model
+    under autocast, bit for bit."""
+    from lmrec.llm.modes import ModeConfig, apply_mode, merged_for_scoring, ready_for_scoring
+    from lmrec.llm.scoring import last_log_probs
+    from lmrec.llm.tokens import add_id_tokens
+    from lmrec.utils.precision import set_precision
+
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 3, 5)
+    set_precision(model, torch.bfloat16)
+    model = apply_mode(model, ModeConfig(mode="lora"), ids, tok)
+    with torch.no_grad():  # adapters that change something
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.05)
+    prompts = ["User <u_0> has watched <i_1>. Answer:", "Answer:"]
+    merged = merged_for_scoring(model)
+    expected = last_log_probs(merged, tok, prompts)
+    ready = ready_for_scoring(merged)
+    linears = [m for m in ready.modules() if isinstance(m, torch.nn.Linear)]
+    assert linears and all(m.weight.dtype is torch.bfloat16 for m in linears)
+    assert ready.get_input_embeddings().weight.dtype is torch.float32
+    assert torch.equal(last_log_probs(ready, tok, prompts), expected)

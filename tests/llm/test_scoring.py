@@ -204,21 +204,35 @@ def test_compiled_layers_score_and_train_as_the_eager_model(tiny):
     cached-prefix path still eager, a second call a no-op."""
     import copy
 
+    from torch._dynamo.utils import counters
+
     from lmrec.llm.scoring import compile_layers, decoder_layers
 
     model, tok = tiny
     ids = add_id_tokens(model, tok, 3, 5)
     cand = ids.token_ids("item", np.array([[0, 3, 4], [1, 2, 0], [4, 3, 2]]))
     eager = copy.deepcopy(model)
+    torch._dynamo.reset()
+    counters.clear()
     assert compile_layers(model) is True
     assert all(layer.lmrec_compiled for layer in decoder_layers(model))
     assert compile_layers(model) is True  # already patched: nothing recompiled
     assert model.config._attn_implementation == "eager"  # its softmax is fused on a CPU
+    probe = counters["stats"]["unique_graphs"]  # the toy function's
     torch.testing.assert_close(
         score_token_candidates(model, tok, PROMPTS, cand),
         score_token_candidates(eager, tok, PROMPTS, cand),
         atol=1e-4,
         rtol=1e-4,
+    )
+    # both layers ran through one graph (a graph per layer would recompile at every layer)
+    assert counters["stats"]["unique_graphs"] - probe == 1
+    copied = copy.deepcopy(model)  # the patch follows the copy: its own weights, not model's
+    with torch.no_grad():
+        copied.model.layers[0].mlp.down_proj.weight.mul_(2)
+    assert not torch.allclose(
+        score_token_candidates(copied, tok, PROMPTS, cand),
+        score_token_candidates(model, tok, PROMPTS, cand),
     )
     torch.testing.assert_close(  # a key/value cache: the eager layers, same numbers
         score_yes_no(model, tok, PROMPTS[:2], share_prefix=True),
@@ -230,12 +244,14 @@ def test_compiled_layers_score_and_train_as_the_eager_model(tiny):
     labels = torch.full_like(batch["input_ids"], -100)
     labels[:, -3:] = batch["input_ids"][:, -3:]  # answers at the end (left padding)
     losses, grads = [], []
+    before = counters["stats"]["unique_graphs"]
     for m in (model, eager):  # a training step: the same loss and gradients
         m.train()
-        loss = m(**batch, labels=labels).loss
+        loss = m(**batch, labels=labels, use_cache=False).loss
         loss.backward()
         losses.append(loss.detach())
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters()]))
+    assert counters["stats"]["unique_graphs"] > before  # the training graph: compiled code ran
     torch.testing.assert_close(losses[0], losses[1], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-3)
 
@@ -263,7 +279,7 @@ def test_compiled_lora_layers_with_checkpointing_train_and_score_as_eager(tiny):
     for m in (model, eager):
         enable_checkpointing(m)
         m.train()
-        m(**batch, labels=labels).loss.backward()
+        m(**batch, labels=labels, use_cache=False).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
     assert grads[0].numel() == grads[1].numel() > 0
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-3)

@@ -61,6 +61,7 @@ def test_runs_written_before_the_option_are_read_as_fp32():
     from lmrec.llm.run import saved_run
 
     assert saved_run({"dataset": "d", "llm": {"model": "m"}})["llm"]["precision"] == "fp32"
+    assert saved_run({"dataset": "d", "llm": {"model": "m"}})["llm"]["compile"] is False
     assert saved_run({"dataset": "d", "llm": {"precision": "auto"}})["llm"]["precision"] == "auto"
 
 
@@ -95,3 +96,23 @@ def test_a_model_without_autocast_keeps_its_fp32_weights():
     set_precision(model, None)
     assert store_weights(model) == 0
     assert all(p.dtype is torch.float32 for p in model.parameters())
+
+
+def test_a_deep_copy_computes_with_its_own_weights_under_the_same_autocast():
+    import copy
+
+    from lmrec.llm.resolve import load_llm
+    from lmrec.llm.scoring import last_log_probs
+    from lmrec.utils.precision import set_precision
+
+    model, tok = load_llm("tiny-llama", device="cpu")
+    set_precision(model, torch.bfloat16)
+    twin = copy.deepcopy(model)
+    assert twin.lmrec_precision is torch.bfloat16
+    prompts = ["alpha beta gamma", "delta"]
+    assert torch.equal(last_log_probs(twin, tok, prompts), last_log_probs(model, tok, prompts))
+    with torch.no_grad():
+        twin.lm_head.weight.mul_(3)  # tied: the embedding too
+    assert not torch.allclose(
+        last_log_probs(twin, tok, prompts), last_log_probs(model, tok, prompts)
+    )

@@ -91,7 +91,8 @@ class LLMSideConfig:
     compile:
         Compile the decoder layers, for training and scoring
         (:func:`lmrec.llm.scoring.compile_layers`): in bf16 on 2 CPU cores with AMX, SFT
-        ~1.8x and top-K scoring ~1.35x faster after ~15 s of compiling; needs a C++ compiler
+        1.46x and top-K scoring 1.32x faster, after ~40 s of compiling on an empty compile
+        cache (a few seconds once cached); needs a C++ compiler
         on a CPU (without one the model runs eagerly, with a warning). Not under FSDP.
     num_threads:
         CPU threads (0: the machine's).

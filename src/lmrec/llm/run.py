@@ -241,9 +241,9 @@ def _resumable_view(run_config: dict) -> dict:
 
 def saved_llm(llm: dict) -> dict:
     """A saved ``llm`` config section as today's code reads it: a run written before
-    ``precision`` existed computed in fp32, and one written before ``accumulation_steps``
-    took one micro-batch a step."""
-    out = {**llm, "precision": llm.get("precision", "fp32")}
+    ``precision`` existed computed in fp32, one written before ``accumulation_steps`` took one
+    micro-batch a step, and one written before ``compile`` ran eagerly."""
+    out = {**llm, "precision": llm.get("precision", "fp32"), "compile": llm.get("compile", False)}
     if isinstance(out.get("train"), dict):
         out["train"] = {"accumulation_steps": 1, **out["train"]}
     return out

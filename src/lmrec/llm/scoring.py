@@ -14,6 +14,7 @@ All functions run under ``torch.inference_mode`` in batches and return CPU float
 
 from __future__ import annotations
 
+import types
 from collections.abc import Sequence
 
 import numpy as np
@@ -75,15 +76,21 @@ def compile_layers(model) -> bool:
     which is what bounds bf16 work on a CPU with AMX once the matrix products run at the
     hardware's rate. On a CPU the attention is switched to its written-out form, whose softmax
     inductor fuses too: PyTorch's CPU flash-attention backward was a quarter of a training
-    step. SmolLM2 on 2 cores with AMX, bf16: top-20 scoring 48 -> 65 users/s after ~7 s of
-    compiling; SFT ~6 -> ~11 samples/s after ~15 s (``bench/bench_llm.py``). Calls that carry a
+    step. The eager paths run it as well, at no loss (P(Yes) over shared prompt beginnings,
+    bf16, 2 cores: 342-352 prompts/s written out against 269-336 with SDPA; the scores move
+    by up to 0.19 in log-odds, as bf16 rounding does). SmolLM2 on 2 cores with AMX, bf16
+    (``bench/results/llm.md``): top-20 scoring 53 -> 70 users/s, full-fine-tuning SFT 6.6 ->
+    9.6 samples/s; compiling costs ~16 s (scoring) and ~26 s (training) on an empty compile
+    cache, a few seconds once cached. Calls that carry a
     key/value cache (the shared-prefix paths) stay eager: they pass a layer index the graph
     would have to be recompiled for. Scores and losses move in their last bits (fused kernels
     round differently), and dropout (LoRA's) draws other masks than eager code would. LoRA
     adapters, activation checkpointing and merging after training work through it (tested).
 
-    A toy function is compiled first; where that fails (no C++ compiler) the layers stay
-    eager, a warning says why, and False comes back. An FSDP-sharded model is left eager.
+    A toy function is compiled first on the model's device; where that fails (no C++
+    compiler) the layers stay eager, a warning says why, and False comes back. A failure
+    particular to the model shows at its first compiled call, as PyTorch's error. An
+    FSDP-sharded model is left eager.
     """
     import warnings
 
@@ -101,8 +108,10 @@ def compile_layers(model) -> bool:
             "torch.compile is not applied to an FSDP-sharded model; it runs eagerly", stacklevel=2
         )
         return False
-    try:
-        torch.compile(lambda x: torch.sin(x) + 1, dynamic=False)(torch.ones(3))
+    try:  # on the model's device: its backend (C++ on a CPU, Triton on CUDA) must build
+        torch.compile(lambda x: torch.sin(x) + 1, dynamic=False)(
+            torch.ones(3, device=model_device(model))
+        )
     except Exception as err:  # noqa: BLE001 - any compiler failure leaves the model eager
         warnings.warn(
             f"torch.compile is not usable here, the model runs eagerly: {err}", stacklevel=2
@@ -111,21 +120,17 @@ def compile_layers(model) -> bool:
     if model_device(model).type == "cpu":
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         base.set_attn_implementation("eager")
-    compiled = torch.compile(type(layers[0]).forward, dynamic=True)
+    eager = type(layers[0]).forward
+    compiled = torch.compile(eager, dynamic=True)
 
-    def patch(layer):
-        eager = type(layer).forward
+    def forward(self, *args, **kwargs):
+        if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
+            return eager(self, *args, **kwargs)
+        return compiled(self, *args, **kwargs)
 
-        def forward(*args, **kwargs):
-            if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
-                return eager(layer, *args, **kwargs)
-            return compiled(layer, *args, **kwargs)
-
-        layer.forward = forward
+    for layer in layers:  # a bound method: a deep copy of the model rebinds it to its copy
+        layer.forward = types.MethodType(forward, layer)
         layer.lmrec_compiled = True
-
-    for layer in layers:
-        patch(layer)
     return True
 
 
@@ -134,11 +139,12 @@ def forward(model, input_ids: Tensor, attention_mask: Tensor, keep: int = 1, **k
 
     Positions count from each sequence's first real token (so padding shifts nothing, also for
     absolute position embeddings); soft-prompt models get none (peft rejects them). No
-    key/value cache is built unless asked for (``use_cache=True``): nothing here reads it.
+    key/value cache is built unless asked for (``use_cache=True``): nothing here reads it, and
+    a cache would send compiled layers (:func:`compile_layers`) down their eager path.
     """
     if not is_prompt_learning(model):
         kwargs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
-        kwargs.setdefault("use_cache", False)
+    kwargs.setdefault("use_cache", False)
     return model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=keep, **kwargs)
 
 

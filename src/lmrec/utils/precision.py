@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import types
 from pathlib import Path
 
 import torch
@@ -76,18 +77,18 @@ def set_precision(model, dtype: torch.dtype | None) -> None:
     model.lmrec_precision = dtype
     if dtype is None:
         return
-    inner = model.forward
     device = next(model.parameters()).device
 
-    def forward(*args, **kwargs):
+    def forward(self, *args, **kwargs):
         with autocast(device, dtype):
-            out = inner(*args, **kwargs)
+            out = type(self).forward(self, *args, **kwargs)
         logits = getattr(out, "logits", None)
         if logits is not None and logits.dtype != torch.float32:
             out.logits = logits.float()
         return out
 
-    model.forward = forward
+    # a bound method, so a deep copy of the model runs its own weights under the same autocast
+    model.forward = types.MethodType(forward, model)
 
 
 def store_weights(model) -> int:
@@ -97,7 +98,7 @@ def store_weights(model) -> int:
     only for weights that require gradients and only within one autocast region, and a model
     being scored has neither. Storing them cast gives the same products bit for bit (autocast
     rounds a weight to bf16 the same way each time) without the per-forward copies: SmolLM2
-    top-20 scoring on 2 cores with AMX, 41 -> 48 users/s (``bench/bench_llm.py``). Biases go
+    top-20 scoring on 2 cores with AMX, 44 -> 53 users/s (``bench/results/llm.md``). Biases go
     with their weights, as autocast casts them too. A head tied to the input embedding gets its
     own copy (the embedding stays fp32, so the residual stream does). Normalisation and
     embedding weights stay fp32.
