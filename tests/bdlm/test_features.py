@@ -69,6 +69,23 @@ def test_cache_is_invalidated_by_an_optimiser_step():
     assert torch.allclose(after, prompt_features(model.eval(), PROMPTS[:2], tok), atol=1e-5)
 
 
+def test_cache_is_invalidated_by_the_llms_fused_adamw_step():
+    """PyTorch's fused AdamW leaves the weights' _version unchanged; the LLM's optimiser counts
+    its steps on the model instead, and the cache sees them."""
+    from lmrec.llm.finetune import LLMOptimConfig, LLMOptimizer
+
+    model, tok = _llm()
+    cache = FeatureCache()
+    before = cache.features(model, tok, PROMPTS[:2])
+    stepper = LLMOptimizer(model, LLMOptimConfig(lr=0.01, warmup_steps=0))
+    assert stepper.opt.param_groups[0]["fused"] is True
+    batch = tok(PROMPTS[:1], return_tensors="pt")
+    stepper.step(model(**batch, labels=batch["input_ids"]).loss, 0)
+    after = cache.features(model, tok, PROMPTS[:2])
+    assert cache.invalidations == 1 and cache.misses == 4 and cache.hits == 0
+    assert not torch.allclose(before, after)
+
+
 def test_cache_is_invalidated_by_loading_weights():
     model, tok = _llm()
     cache = FeatureCache()

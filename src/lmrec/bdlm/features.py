@@ -31,11 +31,16 @@ from lmrec.llm.scoring import is_prompt_learning
 def weights_fingerprint(model) -> tuple:
     """A value that changes whenever a parameter of ``model`` is modified in place.
 
-    A tensor's ``_version`` counts its in-place updates (every optimiser step, every
-    ``copy_``), so together with the storage address it identifies the weights' state without
-    hashing them.
+    A tensor's ``_version`` counts its in-place updates (``copy_``, a foreach optimiser step),
+    so together with the storage address it identifies the weights' state without hashing
+    them. PyTorch's fused AdamW kernel writes the weights without counting, so the LLM's
+    optimiser (:class:`lmrec.llm.finetune.LLMOptimizer`) also counts its steps on the model
+    (``lmrec_updates``), and that count is part of the fingerprint.
     """
-    return tuple((p.data_ptr(), p._version) for p in model.parameters())
+    return (
+        getattr(model, "lmrec_updates", 0),
+        tuple((p.data_ptr(), p._version) for p in model.parameters()),
+    )
 
 
 class FeatureCache:

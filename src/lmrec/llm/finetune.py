@@ -157,8 +157,14 @@ class LLMOptimizer:
                 "nothing to train: the model has no trainable parameters (mode 'none'?)"
             )
         self.config = config
+        self.model = model
         self.params = [p for g in groups for p in g["params"]]
-        self.opt = torch.optim.AdamW(groups)
+        # one fused kernel for the whole update where PyTorch has one (CPU and CUDA tensors):
+        # the element-wise foreach AdamW over 135M weights was ~15% of a bf16 SFT step on 2
+        # cores, the fused one ~6%. It does not count its writes in the weights' _version, so
+        # finish() counts the steps on the model (the BDLM feature cache keys on both).
+        fused = all(p.device.type in ("cpu", "cuda") for p in self.params)
+        self.opt = torch.optim.AdamW(groups, fused=fused)
         self.base_lrs = [g["lr"] for g in self.opt.param_groups]
 
     def step(self, loss: torch.Tensor, step: int) -> None:
@@ -179,6 +185,7 @@ class LLMOptimizer:
         for g, lr in zip(self.opt.param_groups, self.base_lrs, strict=True):
             g["lr"] = lr * warm
         self.opt.step()
+        self.model.lmrec_updates = getattr(self.model, "lmrec_updates", 0) + 1
 
 
 def train_sft(
