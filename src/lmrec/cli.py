@@ -339,6 +339,13 @@ def serve(
     threads: Annotated[
         int, typer.Option(help="torch threads for scoring (0: the run's own setting).")
     ] = 0,
+    compile: Annotated[
+        bool | None,
+        typer.Option(
+            "--compile/--no-compile",
+            help="LLM runs: decoder layers compiled (default: as the run's llm.compile).",
+        ),
+    ] = None,
 ) -> None:
     """Serve a saved run over HTTP: POST /recommend, POST /score, GET /items/{id}, /metrics."""
     import dataclasses
@@ -361,6 +368,7 @@ def serve(
         timeout_s=timeout_s,
         precision=precision,
         threads=threads,
+        compile=compile,
     )
     os.environ[SERVE_ENV] = json.dumps({"run_dir": str(run_dir), **dataclasses.asdict(config)})
     uvicorn.run("lmrec.serve.app:app_from_env", factory=True, host=host, port=port, workers=workers)

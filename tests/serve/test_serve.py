@@ -362,3 +362,26 @@ def test_precision_is_the_runs_own_unless_overridden(runs):
     assert own is resolve_precision("auto", "cpu")  # the run's config: the default, auto
     assert load_engine(bdlm, precision="fp32").reranker.llm.lmrec_precision is None
     assert load_engine(bdlm, precision="bf16").reranker.llm.lmrec_precision is torch.bfloat16
+
+
+@pytest.mark.skipif(
+    not any(__import__("shutil").which(c) for c in ("g++", "c++", "clang++")),
+    reason="torch.compile on a CPU needs a C++ compiler",
+)
+def test_compiled_llm_serves_the_eager_scores_and_is_compiled_at_load(runs):
+    """--compile: the decoder layers compiled while loading (a warm-up batch), the scores the
+    eager engine gives to float tolerance; the default follows the run (not compiled here)."""
+    from lmrec.llm.scoring import decoder_layers
+    from lmrec.serve.engine import Query
+    from lmrec.serve.load import load_engine
+
+    _, _, bdlm = runs
+    eager = load_engine(bdlm)
+    compiled = load_engine(bdlm, compile=True)
+    assert not any(getattr(m, "lmrec_compiled", False) for m in decoder_layers(eager.reranker.llm))
+    assert all(m.lmrec_compiled for m in decoder_layers(compiled.reranker.llm))
+    queries = [Query(u, eager.histories[u]) for u in range(3)]
+    cands = np.array([[0, 1, 2, 3], [4, 5, 6, 7], [1, 3, 5, 7]])
+    for a, b in zip(eager.score(queries, cands), compiled.score(queries, cands), strict=True):
+        np.testing.assert_allclose(a.llm, b.llm, atol=1e-3, rtol=1e-3)
+        np.testing.assert_allclose(a.score, b.score, atol=1e-3, rtol=1e-3)

@@ -63,6 +63,7 @@ class ServeConfig:
     max_body_bytes: int = 65536
     llm_batch_size: int = 32
     precision: str = "run"  # the run's own; auto / fp32 / bf16 override it
+    compile: bool | None = None  # the LLM's decoder layers compiled (None: as the run says)
     threads: int = 0  # torch threads of the scoring thread (0: the run's own setting)
 
 
@@ -348,6 +349,7 @@ def _load(state: _State) -> None:
             data_dir=config.data_dir,
             batch_size=config.llm_batch_size,
             precision=config.precision,
+            compile=config.compile,
         )
         log.info("lmrec serve: %s ready (%s)", state.run_dir, state.engine.side)
     except Exception as exc:  # noqa: BLE001 - reported by /ready, the process stays up

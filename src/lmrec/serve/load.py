@@ -45,6 +45,7 @@ def load_engine(
     data_dir: str | Path | None = None,
     batch_size: int = 32,
     precision: str = "run",
+    compile: bool | None = None,
 ) -> Engine:
     """An :class:`Engine` over a finished run folder (see the module docstring).
 
@@ -52,14 +53,17 @@ def load_engine(
     ``retriever``: an ``lmrec train`` folder an LLM run retrieves with (default popularity).
     ``precision``: ``run`` (the LLM computes as it did when the run was evaluated, so answers
     equal the offline ones) or ``auto`` / ``fp32`` / ``bf16`` (:mod:`lmrec.utils.precision`).
+    ``compile``: run the LLM's decoder layers compiled (:func:`lmrec.llm.scoring.compile_layers`;
+    None: as the run's ``llm.compile`` says); the graph is built here, before the engine is
+    returned, so no request waits for it.
     """
     run = Path(run_dir)
     check_run_folder(run)
     saved = read_json(run / "config.json")
     if "bdlm" in saved:
-        return _load_bdlm(run, side, data_dir, batch_size, precision)
+        return _load_bdlm(run, side, data_dir, batch_size, precision, compile)
     if "llm" in saved:
-        return _load_llm(run, retriever, data_dir, batch_size, precision)
+        return _load_llm(run, retriever, data_dir, batch_size, precision, compile)
     if "model" in saved:
         from lmrec.train.run import load_domain_run
         from lmrec.train.trainer import history_len
@@ -80,20 +84,30 @@ def load_engine(
     raise DataError(f"{run / 'config.json'}: not a run of lmrec train, lmrec llm train or BDLM")
 
 
-def _scoring_llm(llm, precision: str):
-    """The loaded LLM with ``precision`` (``run``: the run's own), ready for scoring."""
+def _scoring_llm(llm, tokenizer, precision: str, compile: bool):
+    """The loaded LLM with ``precision`` (``run``: the run's own), ready for scoring; compiled
+    layers are compiled now, on one small batch."""
     from lmrec.llm.modes import ready_for_scoring
+    from lmrec.llm.scoring import score_token_candidates
 
     if precision != "run":
         from lmrec.utils.precision import resolve_precision, set_precision
 
         base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
         set_precision(base, resolve_precision(precision, next(llm.parameters()).device))
-    return ready_for_scoring(llm)  # scored as the run's evaluation scored it
+    llm = ready_for_scoring(llm, compile)  # scored as the run's evaluation scored it
+    if compile:
+        score_token_candidates(llm, tokenizer, ["warm up the graph", "warm up"], [[0], [1]])
+    return llm
 
 
 def _load_bdlm(
-    run: Path, side: str | None, data_dir, batch_size: int, precision: str = "run"
+    run: Path,
+    side: str | None,
+    data_dir,
+    batch_size: int,
+    precision: str = "run",
+    compile: bool | None = None,
 ) -> Engine:
     from lmrec.bdlm.setup import load_bdlm_run
 
@@ -102,7 +116,9 @@ def _load_bdlm(
     if side not in ("llm", "drs"):
         raise DataError(f"side must be llm or drs for a BDLM run, got {side!r}")
     ds = loaded.prepared.dataset
-    llm = _scoring_llm(loaded.llm, precision)
+    if compile is None:
+        compile = loaded.config.llm.compile
+    llm = _scoring_llm(loaded.llm, loaded.tokenizer, precision, compile)
     reranker = Reranker(
         llm, loaded.tokenizer, loaded.builder, loaded.ids, batch_size, loaded.cascade
     )
@@ -120,14 +136,21 @@ def _load_bdlm(
     )
 
 
-def _load_llm(run: Path, retriever, data_dir, batch_size: int, precision: str = "run") -> Engine:
+def _load_llm(
+    run: Path,
+    retriever,
+    data_dir,
+    batch_size: int,
+    precision: str = "run",
+    compile: bool | None = None,
+) -> Engine:
     from lmrec.llm.prompts import PromptBuilder
     from lmrec.llm.run import _prepare, load_llm_run
     from lmrec.models import build_model
     from lmrec.train.run import check_id_maps
 
     model, tok, ids, cfg, dataset = load_llm_run(run)
-    model = _scoring_llm(model, precision)
+    model = _scoring_llm(model, tok, precision, cfg.compile if compile is None else compile)
     if ids is None or cfg.prompt.template("topk").answer != "item_token":
         raise DataError(
             f"{run}: the service re-ranks with item-token scores; this LLM run has no item "
