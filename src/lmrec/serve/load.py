@@ -96,8 +96,9 @@ def _scoring_llm(llm, tokenizer, precision: str, compile: bool):
         base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
         set_precision(base, resolve_precision(precision, next(llm.parameters()).device))
     llm = ready_for_scoring(llm, compile)  # scored as the run's evaluation scored it
-    if compile:
+    if compile:  # one batch of two, one of one (compiling specialises size 1 on its own)
         score_token_candidates(llm, tokenizer, ["warm up the graph", "warm up"], [[0], [1]])
+        score_token_candidates(llm, tokenizer, ["warm up"], [[0]])
     return llm
 
 
