@@ -379,20 +379,27 @@ SERVE_ENV = "LMREC_SERVE"
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point; bad input ends with one clear line and exit status 2."""
+    code = 0
     try:
         app(args=argv, standalone_mode=False)
     except LmrecError as exc:
         console.print(f"[bold red]error:[/] {exc}")
-        raise SystemExit(2) from None
+        code = 2
     except typer.Exit as exc:
-        raise SystemExit(exc.exit_code) from None
+        code = exc.exit_code
     except Exception as exc:  # click usage errors
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            raise SystemExit(exc.exit_code) from None
-        raise
+        if not isinstance(exc, click.exceptions.ClickException):
+            raise
+        exc.show()
+        code = exc.exit_code
+    from lmrec.utils.distributed import exit_launched, launched
+
+    if launched():  # one of several processes: leave without the interpreter's teardown
+        exit_launched(code)
+    if code:
+        raise SystemExit(code)
 
 
 if __name__ == "__main__":
