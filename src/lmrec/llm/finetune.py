@@ -27,6 +27,7 @@ from lmrec.llm.scoring import forward, model_device
 from lmrec.llm.sft import IGNORE, SFTCollator, answer_loss, answer_tokens, encode_example
 from lmrec.train.loop import CHECKPOINTS, Loop, Part
 from lmrec.utils.distributed import processes
+from lmrec.utils.modules import base_model
 
 
 @dataclass
@@ -307,6 +308,6 @@ def enable_checkpointing(model) -> None:
     Activations, not weights, dominate training memory with long prompts (ML-1M prompts with
     titles: ~16 GB at batch 8 without it); this costs about one extra forward pass.
     """
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = base_model(model)
     base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     base.config.use_cache = False

@@ -183,13 +183,13 @@ def ready_for_scoring(model, compile: bool = False):
     """
     from lmrec.llm.scoring import compile_layers
     from lmrec.utils.distributed import processes
+    from lmrec.utils.modules import base_model
     from lmrec.utils.precision import store_weights
 
     model = merged_for_scoring(model)
     if processes().sharded(model):
         return model
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    store_weights(base)
+    store_weights(base_model(model))
     if compile:
         compile_layers(model)
     return model

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lmrec.utils.modules import base_model, decoder_layers
+
 
 def model_device(model) -> torch.device:
     return next(model.parameters()).device
@@ -57,13 +59,6 @@ def pad_ids(seqs: Sequence[Sequence[int]], pad: int, left: bool = True) -> tuple
         ids[r, span] = torch.as_tensor(seq, dtype=torch.long)
         mask[r, span] = 1
     return ids, mask
-
-
-def decoder_layers(model) -> list[torch.nn.Module]:
-    """The decoder layers of ``model`` (the classes transformers marks ``_no_split_modules``)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    names = set(getattr(base, "_no_split_modules", None) or [])
-    return [m for m in model.modules() if type(m).__name__ in names]
 
 
 def compile_layers(model) -> bool:
@@ -118,8 +113,7 @@ def compile_layers(model) -> bool:
         )
         return False
     if model_device(model).type == "cpu":
-        base = model.get_base_model() if hasattr(model, "get_base_model") else model
-        base.set_attn_implementation("eager")
+        base_model(model).set_attn_implementation("eager")
     eager = type(layers[0]).forward
     compiled = torch.compile(eager, dynamic=True)
 

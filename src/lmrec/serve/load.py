@@ -91,10 +91,11 @@ def _scoring_llm(llm, tokenizer, precision: str, compile: bool):
     from lmrec.llm.scoring import score_token_candidates
 
     if precision != "run":
+        from lmrec.utils.modules import base_model
         from lmrec.utils.precision import resolve_precision, set_precision
 
-        base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
-        set_precision(base, resolve_precision(precision, next(llm.parameters()).device))
+        device = next(llm.parameters()).device
+        set_precision(base_model(llm), resolve_precision(precision, device))
     llm = ready_for_scoring(llm, compile)  # scored as the run's evaluation scored it
     if compile:  # one batch of two, one of one (compiling specialises size 1 on its own)
         score_token_candidates(llm, tokenizer, ["warm up the graph", "warm up"], [[0], [1]])
@@ -151,12 +152,12 @@ def _load_llm(
     from lmrec.train.run import check_id_maps
 
     model, tok, ids, cfg, dataset = load_llm_run(run)
-    model = _scoring_llm(model, tok, precision, cfg.compile if compile is None else compile)
     if ids is None or cfg.prompt.template("topk").answer != "item_token":
         raise DataError(
             f"{run}: the service re-ranks with item-token scores; this LLM run has no item "
             "tokens (a text-only run)"
         )
+    model = _scoring_llm(model, tok, precision, cfg.compile if compile is None else compile)
     if data_dir is not None:
         cfg = dataclasses.replace(cfg, data_dir=str(data_dir))
     prepared = _prepare(dataset, cfg)

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from lmrec.errors import ConfigError
+from lmrec.utils.modules import base_model, decoder_layers
 
 
 def launched() -> bool:
@@ -199,13 +200,11 @@ def _fully_shard(model: torch.nn.Module) -> torch.nn.Module:
     from torch.distributed.fsdp import fully_shard
 
     options = fsdp_options()
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    layer_names = set(getattr(base, "_no_split_modules", None) or [])
-    layers = [m for m in model.modules() if type(m).__name__ in layer_names]
+    layers = decoder_layers(model)
     if not layers:
         raise ConfigError(
-            f"FSDP: {type(base).__name__} names no decoder layer class (_no_split_modules) "
-            "to shard by"
+            f"FSDP: {type(base_model(model)).__name__} names no decoder layer class "
+            "(_no_split_modules) to shard by"
         )
     for layer in reversed(layers):  # innermost first: FSDP2 shards bottom-up
         fully_shard(layer, **options)
