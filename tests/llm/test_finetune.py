@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -63,13 +65,15 @@ def test_gradient_checkpointing_trains_to_the_same_weights():
     plain, tok, ids = _fresh()
     train_sft(plain, tok, EXAMPLES, CFG, progress=False)
     ckpt, tok2, ids2 = _fresh()
-    train_sft(
-        ckpt,
-        tok2,
-        EXAMPLES,
-        FinetuneConfig(**{**CFG.__dict__, "gradient_checkpointing": True}),
-        progress=False,
-    )
+    with warnings.catch_warnings():  # through the transformers API that is not deprecated
+        warnings.simplefilter("error", FutureWarning)
+        train_sft(
+            ckpt,
+            tok2,
+            EXAMPLES,
+            FinetuneConfig(**{**CFG.__dict__, "gradient_checkpointing": True}),
+            progress=False,
+        )
     assert any(getattr(m, "gradient_checkpointing", False) for m in ckpt.modules())
     assert torch.allclose(_scores(ckpt, tok2, ids2), _scores(plain, tok, ids), atol=1e-4)
 

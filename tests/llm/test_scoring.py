@@ -98,6 +98,59 @@ def test_prompt_cache_scoring_equals_full_rows(tiny, batch_size):
         assert torch.equal(score_continuations(*args, normalize=normalize), cached)
 
 
+def test_the_prefix_cache_goes_by_the_name_the_models_forward_takes(tiny, monkeypatch):
+    # transformers 5.24 renamed past_key_values= to cache= (the old name is removed in 5.40);
+    # an older transformers has only past_key_values=. Both must give the full rows' scores.
+    import inspect
+
+    from lmrec.utils.modules import cache_argument
+    from lmrec.utils.precision import set_precision
+
+    model, tok = tiny
+    conts = [[" Yes", " No the"], [" the one", " User"], [" a b c", " b"]]
+    args = (model, tok, PROMPTS, conts, 8, False)
+    full = scoring._score_continuations_full(*args)
+    takes_cache = "cache" in inspect.signature(type(model).forward).parameters
+    assert cache_argument(model) == ("cache" if takes_cache else "past_key_values")
+    set_precision(model, torch.bfloat16)  # an instance forward taking **kwargs hides nothing
+    try:
+        assert cache_argument(model) == ("cache" if takes_cache else "past_key_values")
+    finally:
+        set_precision(model, None)
+    seen = []
+    real = type(model).forward
+
+    def old_forward(
+        self,
+        input_ids=None,
+        attention_mask=None,
+        position_ids=None,
+        past_key_values=None,
+        use_cache=None,
+        logits_to_keep=0,
+        **kw,
+    ):
+        assert "cache" not in kw
+        seen.append(past_key_values is not None)
+        by = {"cache": past_key_values} if takes_cache else {"past_key_values": past_key_values}
+        return real(
+            self,
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=use_cache,
+            logits_to_keep=logits_to_keep,
+            **by,
+            **kw,
+        )
+
+    monkeypatch.setattr(type(model), "forward", old_forward)
+    assert cache_argument(model) == "past_key_values"
+    cached = scoring._score_continuations_cached(*args)
+    assert seen and all(seen)
+    assert torch.allclose(cached, full, atol=1e-4)
+
+
 def test_yes_no_is_the_log_odds_of_the_first_answer_token(tiny):
     model, tok = tiny
     s = score_yes_no(model, tok, PROMPTS)

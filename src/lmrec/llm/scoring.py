@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from lmrec.utils.modules import base_model, decoder_layers
+from lmrec.utils.modules import base_model, cache_argument, decoder_layers
 
 
 def model_device(model) -> torch.device:
@@ -162,11 +162,12 @@ def prefix_then_suffixes(
     from transformers import DynamicCache
 
     cache = DynamicCache()
+    by = cache_argument(model)
     first = model(
         input_ids=prefix,
         attention_mask=p_mask,
         position_ids=(p_mask.long().cumsum(-1) - 1).clamp_min(0),
-        past_key_values=cache,
+        **{by: cache},
         use_cache=True,
         logits_to_keep=1,
     )
@@ -180,7 +181,7 @@ def prefix_then_suffixes(
         input_ids=suffix,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
+        **{by: cache},
         use_cache=True,
         **suffix_kwargs,
     )

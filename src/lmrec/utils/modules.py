@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 
@@ -17,4 +19,12 @@ def decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [m for m in model.modules() if type(m).__name__ in names]
 
 
-__all__ = ["base_model", "decoder_layers"]
+def cache_argument(model: torch.nn.Module) -> str:
+    """The name ``model``'s forward takes its key/value cache by: ``cache`` from transformers
+    5.24 on, ``past_key_values`` before (5.24 deprecates it; removal is announced for 5.40)."""
+    # the class's forward: lmrec's precision wrapper on the instance takes ``**kwargs``
+    params = inspect.signature(type(base_model(model)).forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+__all__ = ["base_model", "cache_argument", "decoder_layers"]
