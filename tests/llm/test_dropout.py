@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+
+from lmrec.llm import dropout as dropout_mod
+from lmrec.llm.dropout import KeepMaskDropout, keep_mask, use_keep_mask_dropout
+from lmrec.llm.modes import ModeConfig, apply_mode
+from lmrec.llm.tokens import add_id_tokens
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("p", [0.05, 0.2, 0.5])
+def test_each_element_is_dropped_independently_with_probability_p(p):
+    torch.manual_seed(0)
+    masks = torch.stack([keep_mask([37, 1001], p, CPU) for _ in range(40)])  # odd sizes
+    assert masks.dtype == torch.bool and masks.shape == (40, 37, 1001)
+    dropped = ~masks.view(40, -1)
+    n = dropped.numel()
+    sd = math.sqrt(p * (1 - p) / n)
+    assert abs(dropped.float().mean().item() - p) < 5 * sd
+    # neighbours independent: both dropped with probability p^2
+    both = (dropped[:, 1:] & dropped[:, :-1]).float().mean().item()
+    assert abs(both - p * p) < 5 * math.sqrt(p * p / n)
+    # the same rate at the beginning and at the end of the mask (no drift along the gaps)
+    head, tail = dropped[:, :2000].float().mean().item(), dropped[:, -2000:].float().mean().item()
+    assert abs(head - tail) < 6 * math.sqrt(2 * p * (1 - p) / 80000)
+    # the same mask again under the same seed
+    torch.manual_seed(0)
+    assert torch.equal(keep_mask([37, 1001], p, CPU), masks[0])
+
+
+def test_gap_sampling_covers_a_mask_longer_than_its_first_draws(monkeypatch):
+    # the first batch of gaps runs out before the end: the rest is drawn from where it stopped
+    calls = []
+
+    def few(rest, p):
+        calls.append(rest)
+        return max(1, int(rest * p / 3))
+
+    monkeypatch.setattr(dropout_mod, "_draws", few)
+    torch.manual_seed(1)
+    dropped = ~keep_mask([200_000], 0.05, CPU)
+    assert abs(dropped.float().mean().item() - 0.05) < 5 * math.sqrt(0.05 * 0.95 / 200_000)
+    assert dropped[-20_000:].any() and len(calls) > 3
+
+
+def test_the_module_scales_kept_inputs_and_passes_their_gradient():
+    torch.manual_seed(0)
+    drop = KeepMaskDropout(0.1).train()
+    x = torch.randn(64, 300, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert torch.allclose(y[kept], x[kept] / 0.9)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept) and torch.allclose(x.grad[kept], torch.tensor(1 / 0.9))
+    assert torch.equal(drop.eval()(x), x)
+    assert torch.equal(KeepMaskDropout(0.0).train()(x), x)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        KeepMaskDropout(1.0)
+
+
+def test_compiled_graphs_draw_one_mask_per_adapter():
+    # a custom operator tagged non-deterministic: never merged with its twin on the same input
+    torch.manual_seed(0)
+    drops = torch.nn.ModuleList(KeepMaskDropout(0.3).train() for _ in range(3))
+
+    def f(x):
+        return [d(x) for d in drops]
+
+    x = torch.randn(8, 16)
+    outs = torch.compile(f, dynamic=True)(x)
+    kept = [o != 0 for o in outs]
+    assert not torch.equal(kept[0], kept[1]) and not torch.equal(kept[1], kept[2])
+    for o, k in zip(outs, kept, strict=True):
+        assert torch.allclose(o[k], x[k] / 0.7)
+    # the backward pass uses the forward's mask, not a fresh draw
+    x.requires_grad_(True)
+    y = torch.compile(lambda v: drops[0](v) * 2.0, dynamic=True)(x)
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, y != 0)
+
+
+def test_lora_layers_get_the_module_with_their_rate(tiny):
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 2, 3)
+    lora = apply_mode(model, ModeConfig(mode="lora", lora_dropout=0.05), ids, tok)
+    drops = [m for m in lora.modules() if isinstance(m, KeepMaskDropout)]
+    assert drops and all(d.p == 0.05 for d in drops)
+    assert not any(type(m) is torch.nn.Dropout for m in lora.modules())
+    assert use_keep_mask_dropout(lora) == 0  # nothing left to replace
