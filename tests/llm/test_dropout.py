@@ -8,13 +8,13 @@ from lmrec.llm.dropout import KeepMaskDropout, keep_mask, use_keep_mask_dropout
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.tokens import add_id_tokens
 
-CPU = torch.device("cpu")
-
 
 @pytest.mark.parametrize("p", [0.05, 0.2, 0.5])
 def test_each_element_is_dropped_independently_with_probability_p(p):
     torch.manual_seed(0)
-    masks = torch.stack([keep_mask([37, 1001], p, CPU) for _ in range(40)])  # odd sizes
+    masks = torch.stack(
+        [keep_mask(torch.empty(37, 1001), torch.tensor(p)) for _ in range(40)]
+    )  # odd sizes
     assert masks.dtype == torch.bool and masks.shape == (40, 37, 1001)
     dropped = ~masks.view(40, -1)
     n = dropped.numel()
@@ -28,7 +28,7 @@ def test_each_element_is_dropped_independently_with_probability_p(p):
     assert abs(head - tail) < 6 * math.sqrt(2 * p * (1 - p) / 80000)
     # the same mask again under the same seed
     torch.manual_seed(0)
-    assert torch.equal(keep_mask([37, 1001], p, CPU), masks[0])
+    assert torch.equal(keep_mask(torch.empty(37, 1001), torch.tensor(p)), masks[0])
 
 
 def test_gap_sampling_covers_a_mask_longer_than_its_first_draws(monkeypatch):
@@ -41,7 +41,7 @@ def test_gap_sampling_covers_a_mask_longer_than_its_first_draws(monkeypatch):
 
     monkeypatch.setattr(dropout_mod, "_draws", few)
     torch.manual_seed(1)
-    dropped = ~keep_mask([200_000], 0.05, CPU)
+    dropped = ~keep_mask(torch.empty(200_000), torch.tensor(0.05))
     assert abs(dropped.float().mean().item() - 0.05) < 5 * math.sqrt(0.05 * 0.95 / 200_000)
     assert dropped[-20_000:].any() and len(calls) > 3
 
@@ -90,3 +90,46 @@ def test_lora_layers_get_the_module_with_their_rate(tiny):
     assert drops and all(d.p == 0.05 for d in drops)
     assert not any(type(m) is torch.nn.Dropout for m in lora.modules())
     assert use_keep_mask_dropout(lora) == 0  # nothing left to replace
+
+
+_CACHED_RUN = """
+import sys, torch
+import lmrec.llm.dropout as dropout
+from lmrec.llm.finetune import enable_checkpointing
+from lmrec.llm.modes import ModeConfig, apply_mode
+from lmrec.llm.resolve import load_llm
+from lmrec.llm.scoring import compile_layers
+from lmrec.llm.tokens import add_id_tokens
+
+model, tok = load_llm("tiny-llama", device="cpu")
+ids = add_id_tokens(model, tok, 2, 3)
+model = apply_mode(model, ModeConfig(mode="lora", lora_dropout=float(sys.argv[1])), ids, tok)
+assert compile_layers(model)
+enable_checkpointing(model)  # as in training: checkpointing around compiled layers
+seen, draws = [], dropout._draws
+dropout._draws = lambda rest, p: seen.append(p) or draws(rest, p)
+model.train()
+prompts = ["User <u_0> has watched <i_1>. Answer:", "User <u_1> liked <i_2>"]
+batch = tok(prompts, return_tensors="pt", padding=True)
+model(**batch, labels=batch["input_ids"], use_cache=False).loss.backward()
+print(len(seen), *sorted(set(round(p, 6) for p in seen)))
+"""
+
+
+def test_a_compiled_graph_cached_for_one_rate_does_not_serve_another(tmp_path):
+    # PyTorch caches compiled graphs on disk; the rate must be an input of the graph, not a
+    # constant that a later process with another lora_dropout would reuse (it was, under
+    # activation checkpointing, while the rate was a float argument)
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "cache")}
+    for p in ("0.1", "0.2"):
+        out = subprocess.run(
+            [sys.executable, "-c", _CACHED_RUN, p], env=env, capture_output=True, text=True
+        )
+        assert out.returncode == 0, out.stderr[-2000:]
+        calls, *rates = out.stdout.split()
+        # 2 layers x 7 adapters, forward and recomputation; every draw at this run's rate
+        assert int(calls) == 28 and rates == [p], out.stdout

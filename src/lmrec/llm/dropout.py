@@ -31,13 +31,17 @@ GAP_SAMPLING_UP_TO = 0.25  # above this drop rate one draw per element is cheape
 
 
 @torch.library.custom_op(
-    "lmrec::keep_mask",
+    "lmrec::keep_mask_v1",  # a new name for a new definition: compiled graphs are cached by it
     mutates_args=(),
     tags=(torch.Tag.nondeterministic_seeded,),
 )
-def keep_mask(shape: list[int], p: float, device: torch.device) -> Tensor:
-    """Bool mask of ``shape``, each element False (dropped) independently with probability ``p``."""
-    n = math.prod(shape)
+def keep_mask(like: Tensor, rate: Tensor) -> Tensor:
+    """Bool mask shaped as ``like`` (whose values are not read), each element False (dropped)
+    independently with probability ``rate`` (a 0-d tensor: a compiled graph takes it as an
+    input, so a graph cached for one rate never serves another)."""
+    p = float(rate)
+    shape, device = like.shape, like.device
+    n = like.numel()
     if p > GAP_SAMPLING_UP_TO:
         return torch.empty(shape, device=device).bernoulli_(1.0 - p).bool()
     keep = torch.ones(n, dtype=torch.bool, device=device)
@@ -60,8 +64,9 @@ def _draws(rest: int, p: float) -> int:
 
 
 @keep_mask.register_fake
-def _(shape: list[int], p: float, device: torch.device) -> Tensor:
-    return torch.empty(shape, dtype=torch.bool, device=device)
+def _(like: Tensor, rate: Tensor) -> Tensor:
+    # contiguous, as the real mask is (empty_like would copy the strides of a transposed input)
+    return torch.empty(like.shape, dtype=torch.bool, device=like.device)
 
 
 class KeepMaskDropout(torch.nn.Module):
@@ -72,13 +77,15 @@ class KeepMaskDropout(torch.nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
+        # a buffer, so torch.compile passes the rate in rather than baking it into the graph
+        self.register_buffer("rate", torch.tensor(p, dtype=torch.float64), persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0.0:
             return x
         if x.device.type != "cpu":
             return torch.nn.functional.dropout(x, self.p, True)
-        mask = keep_mask(list(x.shape), self.p, x.device)
+        mask = keep_mask(x.detach(), self.rate)
         return torch.where(mask, x * (1.0 / (1.0 - self.p)), 0.0)
 
     def extra_repr(self) -> str:
