@@ -2,8 +2,9 @@
 
 Measurements, each in its own process (so peak memory and CPU times are that job's alone):
 
-0. ``flops`` (the headline table): top-K scoring in users/s and SFT (full fine-tuning) in
-   samples/s on the main job's prompts (ML-100K, pure-id top-20 prompts, 10 history items), in
+0. ``flops`` (the headline table): top-K scoring in users/s and SFT (full fine-tuning, and
+   LoRA in bf16 with its dropout drawn by lmrec and, before, by torch) in samples/s on the
+   main job's prompts (ML-100K, pure-id top-20 prompts, 10 history items), in
    fp32 and in bf16 (autocast, where the processor has it), eager and with the decoder layers
    compiled (``llm.compile``), bf16 scoring also as it was before lmrec stored the weights in
    bf16 (autocast casting each weight at every forward), each as min / median / max over
@@ -11,7 +12,7 @@ Measurements, each in its own process (so peak memory and CPU times are that job
    model's shapes and each prompt's own token count, so padding is not counted as work), as
    GFLOP/s and as a fraction of the machine's peak, which the same run measures with a
    2048^3 matrix product in each dtype; the first call's seconds (compiling included); peak
-   resident memory; user and system CPU seconds.
+   resident memory; user and system CPU seconds. ``--rows flops-lora`` runs only those rows.
 
 1. ``score``: top-20 scoring throughput in users/s on ML-100K test candidate sets (the paper's
    prompt with ids and titles). One pass (the 20 item-token log-probs read from one forward
@@ -204,7 +205,9 @@ def worker_flops_score(args) -> dict:
 
 
 def worker_flops_train(args) -> dict:
-    """Full fine-tuning SFT steps of 16 prompts (the main job's batch), ``--repeats`` times."""
+    """SFT steps of 16 prompts (the main job's batch), ``--repeats`` times: full fine-tuning
+    (``flops-train``) or LoRA (``flops-lora``, lmrec's defaults: r 8, all linear layers,
+    dropout 0.05)."""
     _setup(args.threads)
     from lmrec.llm.finetune import FinetuneConfig, train_sft
     from lmrec.llm.modes import ModeConfig, apply_mode
@@ -214,11 +217,18 @@ def worker_flops_train(args) -> dict:
     _precision(model, args.precision)
     ex_cfg = ExampleConfig(tasks=["topk"], n_candidates=20)
     examples = training_examples(prepared.split, builder, ex_cfg)
-    model = apply_mode(model, ModeConfig(mode="full"), ids, tok)
+    lora = args.mode == "flops-lora"
+    model = apply_mode(model, ModeConfig(mode="lora" if lora else "full"), ids, tok)
+    if args.variant.endswith("torch-dropout"):  # peft's own nn.Dropout, as before lmrec's
+        for module in model.modules():
+            drops = getattr(module, "lora_dropout", None)
+            if isinstance(drops, __import__("torch").nn.ModuleDict):
+                for name, drop in list(drops.items()):
+                    drops[name] = __import__("torch").nn.Dropout(drop.p)
     batch, steps = 16, args.steps
     cfg = {"batch_size": batch, "warmup_steps": 1, "max_length": 256}
     t0 = time.perf_counter()
-    if args.variant == "compiled":
+    if args.variant.startswith("compiled"):
         from lmrec.llm.scoring import compile_layers
 
         compile_layers(model)
@@ -227,6 +237,9 @@ def worker_flops_train(args) -> dict:
     u0, s0 = _usage()
     rates, flops = [], 0.0
     vocab = model.get_output_embeddings().weight.shape[0]
+    # forward + backward: the activations' gradients (1x the forward) and, in full fine-tuning,
+    # the weights' (another 1x); LoRA's own products are under 1% and not counted
+    passes = 2 if lora else 3
     for r in range(args.repeats):
         part = examples[batch * (1 + r * steps) : batch * (1 + (r + 1) * steps)]
         stats = train_sft(model, tok, part, FinetuneConfig(max_steps=steps, **cfg), progress=False)
@@ -234,8 +247,7 @@ def worker_flops_train(args) -> dict:
         enc = [encode_example(tok, p, 256) for p in part]
         lengths = [len(e["input_ids"]) for e in enc]
         answers = [sum(1 for t in e["labels"] if t != -100) for e in enc]
-        # forward + backward (gradients of activations and of weights): 3x the forward
-        flops += 3 * decoder_flops(model.config, vocab, lengths, answers)
+        flops += passes * decoder_flops(model.config, vocab, lengths, answers)
     per_item = flops / (batch * steps * args.repeats)
     return {**_measured(rates, per_item, lengths, (u0, s0), model), "warm_s": warm_s}
 
@@ -321,8 +333,10 @@ def flops_table(args) -> None:
     )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for job, variant, precision in FLOPS_ROWS:
+        if args.rows and job not in args.rows.split(","):
+            continue
         r = run_worker(job, args, precision=precision, variant=variant)
-        name = "top-20 scoring, one pass" if job == "flops-score" else "SFT, full fine-tuning"
+        name = JOBS[job]
         unit = "users" if job == "flops-score" else "samples"
         how = VARIANTS[variant]
         if "error" in r:
@@ -354,11 +368,22 @@ FLOPS_ROWS = (
     ("flops-train", "compiled", "fp32"),
     ("flops-train", "stored", "bf16"),
     ("flops-train", "compiled", "bf16"),
+    ("flops-lora", "torch-dropout", "bf16"),
+    ("flops-lora", "stored", "bf16"),
+    ("flops-lora", "compiled-torch-dropout", "bf16"),
+    ("flops-lora", "compiled", "bf16"),
 )
+JOBS = {
+    "flops-score": "top-20 scoring, one pass",
+    "flops-train": "SFT, full fine-tuning",
+    "flops-lora": "SFT, LoRA",
+}
 VARIANTS = {
     "autocast": "eager, autocast casts the weights each forward",
     "stored": "eager (lmrec's default)",
     "compiled": "compiled layers (`llm.compile`)",
+    "torch-dropout": "eager, LoRA dropout drawn by torch (before)",
+    "compiled-torch-dropout": "compiled, LoRA dropout drawn in the graph (before)",
 }
 
 
@@ -493,10 +518,13 @@ def main() -> None:
     p.add_argument(
         "--variant",
         default="stored",
-        choices=("autocast", "stored", "compiled"),
+        choices=tuple(VARIANTS),
         help="flops workers: scoring as before (autocast), as lmrec does, or compiled",
     )
     p.add_argument("--only", default="flops,yesno,score,train,memory")
+    p.add_argument(
+        "--rows", default="", help="flops: only these jobs (flops-score,flops-train,flops-lora)"
+    )
     p.add_argument("--out", default="/tmp/llm_quality")
     p.add_argument("--sft-steps", type=int, default=60)
     p.add_argument("--eval-users", type=int, default=300)
@@ -507,6 +535,7 @@ def main() -> None:
             "peak": worker_peak,
             "flops-score": worker_flops_score,
             "flops-train": worker_flops_train,
+            "flops-lora": worker_flops_train,
             "yesno": worker_yesno,
             "score": worker_score,
         }
