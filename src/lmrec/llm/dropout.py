@@ -52,10 +52,10 @@ def keep_mask(like: Tensor, rate: Tensor) -> Tensor:
         # geometric_(p): trials up to and including the next drop, so cumulative sums are the
         # drops' positions
         gaps = torch.empty(draws, device=device).geometric_(p).long()
-        drops = gaps.cumsum_(0).add_(start - 1)
-        inside = drops[drops < n]
-        keep[inside] = False
-        start = n if len(inside) < draws else int(drops[-1]) + 1
+        drops = gaps.cumsum_(0).add_(start - 1)  # strictly increasing
+        inside = int(torch.searchsorted(drops, n))  # how many fall before the end
+        keep.index_fill_(0, drops[:inside], False)
+        start = n if inside < draws else int(drops[-1]) + 1
     return keep.view(shape)
 
 
