@@ -133,3 +133,52 @@ def test_a_compiled_graph_cached_for_one_rate_does_not_serve_another(tmp_path):
         calls, *rates = out.stdout.split()
         # 2 layers x 7 adapters, forward and recomputation; every draw at this run's rate
         assert int(calls) == 28 and rates == [p], out.stdout
+
+
+def test_compiled_checkpointed_lora_draws_the_masks_eager_lora_draws(tiny):
+    # the same seed gives the same masks to the same adapters: compiled graphs call the
+    # operator in the eager order, save its masks for the backward pass, and activation
+    # checkpointing's recomputation replays them
+    import copy
+
+    from lmrec.llm.finetune import enable_checkpointing
+    from lmrec.llm.scoring import compile_layers
+
+    model, tok = tiny
+    ids = add_id_tokens(model, tok, 3, 5)
+    model = apply_mode(model, ModeConfig(mode="lora", lora_dropout=0.1), ids, tok)
+    with torch.no_grad():  # adapters that are not zero, so every mask shows in the loss
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.5)
+    eager = copy.deepcopy(model)
+    assert compile_layers(model)
+    enable_checkpointing(model)
+    prompts = ["User <u_0> has watched <i_1>, <i_2>. Answer:", "User <u_1> liked <i_0>. <i_2>"]
+    batch = tok(prompts, return_tensors="pt", padding=True)
+    labels = torch.full_like(batch["input_ids"], -100)
+    labels[:, -3:] = batch["input_ids"][:, -3:]
+    losses, grads = [], []
+    for m in (model, eager):
+        m.train()
+        torch.manual_seed(5)
+        loss = m(**batch, labels=labels, use_cache=False).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append(torch.cat([p.grad.flatten() for p in m.parameters() if p.grad is not None]))
+    torch.manual_seed(6)  # another seed, other masks: the loss moves
+    other = eager(**batch, labels=labels, use_cache=False).loss.item()
+    assert losses[0] == pytest.approx(losses[1], abs=1e-5) and abs(other - losses[1]) > 1e-4
+    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_a_transposed_input_compiles_to_the_eager_mask():
+    # the operator's fake output must have the real mask's (contiguous) layout, whatever the
+    # input's strides; copying them (empty_like) failed the compiled call's stride check
+    drop = KeepMaskDropout(0.3).train()
+    x = torch.randn(64, 48)
+    compiled = torch.compile(lambda v: drop(v.t()) * 2.0, dynamic=True)
+    torch.manual_seed(0)
+    y = compiled(x)
+    torch.manual_seed(0)
+    assert torch.equal(y, drop(x.t()) * 2.0)
