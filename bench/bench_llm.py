@@ -208,7 +208,7 @@ def worker_flops_train(args) -> dict:
     """SFT steps of 16 prompts (the main job's batch), ``--repeats`` times: full fine-tuning
     (``flops-train``) or LoRA (``flops-lora``, lmrec's defaults: r 8, all linear layers,
     dropout 0.05)."""
-    _setup(args.threads)
+    torch = _setup(args.threads)
     from lmrec.llm.finetune import FinetuneConfig, train_sft
     from lmrec.llm.modes import ModeConfig, apply_mode
     from lmrec.llm.sft import ExampleConfig, encode_example, training_examples
@@ -222,9 +222,9 @@ def worker_flops_train(args) -> dict:
     if args.variant.endswith("torch-dropout"):  # peft's own nn.Dropout, as before lmrec's
         for module in model.modules():
             drops = getattr(module, "lora_dropout", None)
-            if isinstance(drops, __import__("torch").nn.ModuleDict):
+            if isinstance(drops, torch.nn.ModuleDict):
                 for name, drop in list(drops.items()):
-                    drops[name] = __import__("torch").nn.Dropout(drop.p)
+                    drops[name] = torch.nn.Dropout(drop.p)
     batch, steps = 16, args.steps
     cfg = {"batch_size": batch, "warmup_steps": 1, "max_length": 256}
     t0 = time.perf_counter()

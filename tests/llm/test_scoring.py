@@ -312,8 +312,8 @@ def test_compiled_layers_score_and_train_as_the_eager_model(tiny):
 @pytest.mark.skipif(not _has_cxx(), reason="torch.compile on a CPU needs a C++ compiler")
 def test_compiled_lora_layers_with_checkpointing_train_and_score_as_eager(tiny):
     """LoRA adapters inside the compiled layers, activation checkpointing around them, then
-    merged for scoring (the graph recompiles for the merged layers). Dropout off: compiled
-    code draws its own random masks."""
+    merged for scoring (the graph recompiles for the merged layers). Dropout off here:
+    tests/llm/test_dropout.py compares compiled LoRA dropout with eager."""
     import copy
 
     from lmrec.llm.finetune import enable_checkpointing

@@ -108,7 +108,7 @@ def _lora(model, config: ModeConfig, ids: IdTokens | None, tokenizer=None):
         task_type="CAUSAL_LM",
     )
     model = get_peft_model(model, lora)
-    use_keep_mask_dropout(model)  # the same dropout, its masks drawn at a quarter of the cost
+    use_keep_mask_dropout(model)  # the same dropout, its masks drawn at a sixth of the cost
     return model
 
 

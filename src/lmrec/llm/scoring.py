@@ -79,7 +79,8 @@ def compile_layers(model) -> bool:
     cache, a few seconds once cached. Calls that carry a
     key/value cache (the shared-prefix paths) stay eager: they pass a layer index the graph
     would have to be recompiled for. Scores and losses move in their last bits (fused kernels
-    round differently), and dropout (LoRA's) draws other masks than eager code would. LoRA
+    round differently); LoRA's dropout draws the masks eager code draws under the same seed
+    (:mod:`lmrec.llm.dropout`, tested). LoRA
     adapters, activation checkpointing and merging after training work through it (tested).
 
     A toy function is compiled first on the model's device; where that fails (no C++
