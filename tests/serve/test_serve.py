@@ -244,15 +244,17 @@ def test_bad_input_gets_a_4xx_naming_the_field(runs):
 
 
 class _Slow:
-    """An engine that takes 0.3 s a batch, to fill the queue."""
+    """An engine that takes 0.3 s a batch, to fill the queue; ``busy`` is set once one runs."""
 
     def __init__(self, engine) -> None:
         self._engine = engine
+        self.busy = threading.Event()
 
     def __getattr__(self, name):
         return getattr(self._engine, name)
 
     def recommend(self, *args, **kwargs):
+        self.busy.set()
         time.sleep(0.3)
         return self._engine.recommend(*args, **kwargs)
 
@@ -266,7 +268,12 @@ def test_full_queue_answers_503_with_retry_after(runs):
     async def fire(url):
         async with httpx.AsyncClient(base_url=url, timeout=60) as client:
             body = {"user": "u1", "k": 3}
-            return await asyncio.gather(*(client.post("/recommend", json=body) for _ in range(8)))
+            first = asyncio.create_task(client.post("/recommend", json=body))
+            # the worker holds the first job (out of the queue) before the rest arrive: one more
+            # fits in the queue of one, the other six are turned away
+            assert await asyncio.to_thread(engine.busy.wait, 30)
+            rest = await asyncio.gather(*(client.post("/recommend", json=body) for _ in range(7)))
+            return [await first, *rest]
 
     with serving(lightgcn, engine=engine, max_batch=1, queue_size=1) as url:
         rs = asyncio.run(fire(url))
