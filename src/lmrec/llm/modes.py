@@ -25,6 +25,7 @@ import torch
 
 from lmrec.errors import ConfigError
 from lmrec.llm.dropout import use_keep_mask_dropout
+from lmrec.llm.token_rows import use_row_lookup
 from lmrec.llm.tokens import IdTokens
 from lmrec.registry import Registry
 
@@ -83,7 +84,9 @@ def _trainable_tokens(model, ids: IdTokens):
 
     targets = _token_targets(model, ids)
     config = TrainableTokensConfig(target_modules=list(targets), token_indices=ids.new_ids)
-    return get_peft_model(model, config)
+    model = get_peft_model(model, config)
+    use_row_lookup(model)  # the same rows, without a merged copy of the vocabulary each forward
+    return model
 
 
 @MODES.register("full")
@@ -109,6 +112,7 @@ def _lora(model, config: ModeConfig, ids: IdTokens | None, tokenizer=None):
     )
     model = get_peft_model(model, lora)
     use_keep_mask_dropout(model)  # the same dropout, its masks drawn at a sixth of the cost
+    use_row_lookup(model)
     return model
 
 
