@@ -14,6 +14,11 @@ Measurements, each in its own process (so peak memory and CPU times are that job
    2048^3 matrix product in each dtype; the first call's seconds (compiling included); peak
    resident memory; user and system CPU seconds. ``--rows flops-lora`` runs only those rows.
 
+   ``rows``: full-fine-tuning and LoRA SFT steps (bf16, compiled layers) with the new id
+   tokens' rows looked up beside the vocabulary (:mod:`lmrec.llm.token_rows`) and merged into
+   a copy of it (peft's own forward), in turn in one process on the same batches, steady
+   state (one optimiser, ``--steps`` rounds of 6 steps).
+
 1. ``score``: top-20 scoring throughput in users/s on ML-100K test candidate sets (the paper's
    prompt with ids and titles). One pass (the 20 item-token log-probs read from one forward
    pass) against ranking by generation: the 20 item tokens generated one after another
@@ -205,13 +210,22 @@ def worker_flops_score(args) -> dict:
 
 
 def worker_flops_train(args) -> dict:
-    """SFT steps of 16 prompts (the main job's batch), ``--repeats`` times: full fine-tuning
-    (``flops-train``) or LoRA (``flops-lora``, lmrec's defaults: r 8, all linear layers,
-    dropout 0.05)."""
+    """SFT steps of 16 prompts (the main job's batch), ``--repeats`` times ``--steps`` steps:
+    full fine-tuning (``flops-train``) or LoRA (``flops-lora``, lmrec's defaults: r 8, all
+    linear layers, dropout 0.05).
+
+    Steady state, as a run of many steps trains: one optimiser (lmrec's, as ``train_sft`` makes
+    it) for all steps, the first (untimed) step creating its state; each step the loss and
+    update ``train_sft`` takes (``batch_loss``, then clipping and AdamW); a second untimed step
+    on another batch (the first to meet a new prompt length) before the timed ones. Until
+    2026-12-01 each repeat was a ``train_sft`` call of its own, whose first step made a new
+    optimiser and its 1 GB of state (full fine-tuning), a quarter of the timed steps at
+    ``--steps 4``.
+    """
     torch = _setup(args.threads)
-    from lmrec.llm.finetune import FinetuneConfig, train_sft
+    from lmrec.llm.finetune import FinetuneConfig, LLMOptimizer, batch_loss
     from lmrec.llm.modes import ModeConfig, apply_mode
-    from lmrec.llm.sft import ExampleConfig, encode_example, training_examples
+    from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example, training_examples
 
     prepared, model, tok, ids, builder, _ = _builder("ml-100k", "id-topk")
     _precision(model, args.precision)
@@ -226,14 +240,19 @@ def worker_flops_train(args) -> dict:
                 for name, drop in list(drops.items()):
                     drops[name] = torch.nn.Dropout(drop.p)
     batch, steps = 16, args.steps
-    cfg = {"batch_size": batch, "warmup_steps": 1, "max_length": 256}
+    collate = SFTCollator(tok.pad_token_id)
+    encoded = [encode_example(tok, p, 256) for p in examples[: batch * (2 + args.repeats * steps)]]
+    batches = [collate(encoded[i : i + batch]) for i in range(0, len(encoded), batch)]
     t0 = time.perf_counter()
     if args.variant.startswith("compiled"):
         from lmrec.llm.scoring import compile_layers
 
         compile_layers(model)
-    train_sft(model, tok, examples[:batch], FinetuneConfig(max_steps=1, **cfg), progress=False)
+    model.train()
+    opt = LLMOptimizer(model, FinetuneConfig(batch_size=batch, warmup_steps=1, max_length=256))
+    opt.step(batch_loss(model, batches[0]), 0)
     warm_s = time.perf_counter() - t0
+    opt.step(batch_loss(model, batches[1]), 1)  # a second length: dynamic shapes settle
     u0, s0 = _usage()
     rates, flops = [], 0.0
     vocab = model.get_output_embeddings().weight.shape[0]
@@ -241,15 +260,103 @@ def worker_flops_train(args) -> dict:
     # the weights' (another 1x); LoRA's own products are under 1% and not counted
     passes = 2 if lora else 3
     for r in range(args.repeats):
-        part = examples[batch * (1 + r * steps) : batch * (1 + (r + 1) * steps)]
-        stats = train_sft(model, tok, part, FinetuneConfig(max_steps=steps, **cfg), progress=False)
-        rates.append(stats["samples_per_s"])
-        enc = [encode_example(tok, p, 256) for p in part]
-        lengths = [len(e["input_ids"]) for e in enc]
-        answers = [sum(1 for t in e["labels"] if t != -100) for e in enc]
+        t0 = time.perf_counter()
+        for k in range(2 + r * steps, 2 + (r + 1) * steps):
+            opt.step(batch_loss(model, batches[k]), k)
+        rates.append(batch * steps / (time.perf_counter() - t0))
+        part = encoded[batch * (2 + r * steps) : batch * (2 + (r + 1) * steps)]
+        lengths = [len(e["input_ids"]) for e in part]
+        answers = [sum(1 for t in e["labels"] if t != -100) for e in part]
         flops += passes * decoder_flops(model.config, vocab, lengths, answers)
     per_item = flops / (batch * steps * args.repeats)
     return {**_measured(rates, per_item, lengths, (u0, s0), model), "warm_s": warm_s}
+
+
+def worker_rows(args) -> dict:
+    """Steady-state SFT steps with the id-token rows looked up (lmrec) and merged (peft).
+
+    One process, one optimiser, the same 6 batches of 16 prompts; the two forwards take steps in
+    turn (``--steps`` rounds of 6 each, after one untimed round), so both meet the same load and
+    the same batches. ``--worker rows-full`` or ``rows-lora``; bf16 with ``--precision``,
+    compiled layers with ``--variant compiled``.
+    """
+    _setup(args.threads)
+    from lmrec.llm.finetune import FinetuneConfig, LLMOptimizer, batch_loss
+    from lmrec.llm.modes import ModeConfig, apply_mode
+    from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example, training_examples
+    from lmrec.llm.token_rows import use_row_lookup
+
+    prepared, model, tok, ids, builder, _ = _builder("ml-100k", "id-topk")
+    _precision(model, args.precision)
+    examples = training_examples(
+        prepared.split, builder, ExampleConfig(tasks=["topk"], n_candidates=20)
+    )
+    model = apply_mode(model, ModeConfig(mode=args.mode.removeprefix("rows-")), ids, tok)
+    if args.variant.startswith("compiled"):
+        from lmrec.llm.scoring import compile_layers
+
+        compile_layers(model)
+    layers = [m for m in model.modules() if "forward_adapters" in m.__dict__]
+    model.train()
+    opt = LLMOptimizer(model, FinetuneConfig(batch_size=16, warmup_steps=1, max_length=256))
+    collate = SFTCollator(tok.pad_token_id)
+    batches = [
+        collate([encode_example(tok, p, 256) for p in examples[16 * i : 16 * (i + 1)]])
+        for i in range(6)
+    ]
+    times: dict[str, list[float]] = {"merged": [], "lookup": []}
+    cpu: dict[str, list[float]] = {"merged": [0.0, 0.0], "lookup": [0.0, 0.0]}
+    step = 0
+    for r in range(args.steps + 1):
+        for b in batches:
+            for how in ("merged", "lookup"):
+                for layer in layers:
+                    layer.__dict__.pop("forward_adapters", None)
+                if how == "lookup":
+                    use_row_lookup(model)
+                u0, t0 = _usage(), time.perf_counter()
+                opt.step(batch_loss(model, b), step)
+                dt, u1 = time.perf_counter() - t0, _usage()
+                step += 1
+                if r:
+                    times[how].append(dt)
+                    cpu[how] = [cpu[how][0] + u1[0] - u0[0], cpu[how][1] + u1[1] - u0[1]]
+    return {"times": times, "cpu": cpu, "peak_mb": peak_memory(model)}
+
+
+def peak_memory(model) -> float:
+    from lmrec.train.loop import peak_memory_mb
+
+    return peak_memory_mb(next(model.parameters()).device)
+
+
+def rows_table(args) -> None:
+    """Token rows merged (peft) against looked up (lmrec), steady-state steps (``worker_rows``)."""
+    print(
+        f"\n## SFT steps with the id-token rows merged (peft) or looked up (lmrec), "
+        f"{args.threads} threads, bf16 compiled layers, {args.steps} rounds of 6 steps each"
+    )
+    print(
+        "| mode | rows | step s, min / median / max | samples/s (median) | speed-up "
+        "| user CPU s | system CPU s |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for mode in ("rows-full", "rows-lora"):
+        r = run_worker(mode, args, precision="bf16", variant="compiled")
+        if "error" in r:
+            print(f"| {mode} | error: {r['error']} | | | | | |")
+            continue
+        base = statistics.median(r["times"]["merged"])
+        for how in ("merged", "lookup"):
+            t = r["times"][how]
+            med = statistics.median(t)
+            user, system = r["cpu"][how]
+            print(
+                f"| {mode.removeprefix('rows-')} | {how} | {min(t):.3f} / {med:.3f} / "
+                f"{max(t):.3f} | {16 / med:.2f} | {base / med:.2f}x | {user:.1f} | "
+                f"{system:.1f} |",
+                flush=True,
+            )
 
 
 def worker_yesno(args) -> dict:
@@ -536,6 +643,8 @@ def main() -> None:
             "flops-score": worker_flops_score,
             "flops-train": worker_flops_train,
             "flops-lora": worker_flops_train,
+            "rows-full": worker_rows,
+            "rows-lora": worker_rows,
             "yesno": worker_yesno,
             "score": worker_score,
         }
@@ -544,6 +653,8 @@ def main() -> None:
     jobs = args.only.split(",")
     if "flops" in jobs:
         flops_table(args)
+    if "rows" in jobs:
+        rows_table(args)
     if "yesno" in jobs:
         yesno_table(args)
     if "quality" in jobs:
