@@ -8,8 +8,8 @@ from lmrec.llm.finetune import batch_loss
 from lmrec.llm.modes import ModeConfig, apply_mode
 from lmrec.llm.prompts import Prompt
 from lmrec.llm.sft import SFTCollator, encode_example
-from lmrec.llm.tokens import add_id_tokens
 from lmrec.llm.token_rows import use_row_lookup
+from lmrec.llm.tokens import add_id_tokens
 from lmrec.utils.precision import set_precision
 
 EXAMPLES = [
@@ -140,7 +140,9 @@ def test_a_deep_copy_looks_up_its_own_rows(tiny):
         rows = next(p for n, p in twin.named_parameters() if "trainable_tokens_delta" in n)
         rows.add_(1.0)
         token = torch.tensor([[ids.first_id]])
-        assert not torch.equal(model.get_input_embeddings()(token), twin.get_input_embeddings()(token))
+        assert not torch.equal(
+            model.get_input_embeddings()(token), twin.get_input_embeddings()(token)
+        )
 
 
 def test_use_row_lookup_counts_the_layers_it_gives_the_lookup(tiny):

@@ -24,6 +24,7 @@ cheap) :class:`KeepMaskDropout` runs ``nn.functional.dropout``. Measured in
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -32,17 +33,14 @@ GAP_SAMPLING_UP_TO = 0.25  # above this drop rate one draw per element is cheape
 
 
 @torch.library.custom_op(
-    "lmrec::keep_mask_v1",  # a new name for a new definition: compiled graphs are cached by it
+    "lmrec::keep_mask_v2",  # a new name for a new definition: compiled graphs are cached by it
     mutates_args=(),
     tags=(torch.Tag.nondeterministic_seeded,),
 )
-def keep_mask(like: Tensor, rate: Tensor) -> Tensor:
-    """Bool mask shaped as ``like`` (whose values are not read), each element False (dropped)
-    independently with probability ``rate`` (a 0-d tensor: a compiled graph takes it as an
-    input, so a graph cached for one rate never serves another)."""
+def _keep_mask(shape: Sequence[int], rate: Tensor) -> Tensor:
     p = float(rate)
-    shape, device = like.shape, like.device
-    n = like.numel()
+    device = rate.device
+    n = math.prod(shape)
     if p > GAP_SAMPLING_UP_TO:
         return torch.empty(shape, device=device).bernoulli_(1.0 - p).bool()
     keep = torch.ones(n, dtype=torch.bool, device=device)
@@ -59,15 +57,26 @@ def keep_mask(like: Tensor, rate: Tensor) -> Tensor:
     return keep.view(shape)
 
 
+@_keep_mask.register_fake
+def _(shape: Sequence[int], rate: Tensor) -> Tensor:
+    return torch.empty(shape, dtype=torch.bool, device=rate.device)
+
+
+def keep_mask(like: Tensor, rate: Tensor) -> Tensor:
+    """Bool mask shaped as ``like``, each element False (dropped) independently with probability
+    ``rate``, on ``rate``'s device.
+
+    ``rate`` is a 0-d tensor: a compiled graph takes it as an input, so a graph cached for one
+    rate never serves another. Only ``like``'s shape goes into the operator: a compiled graph
+    need not write out the tensor the mask is for (peft's LoRA casts each adapter's input to
+    fp32 before its dropout; an operator reading that input made the graph store it in fp32).
+    """
+    return _keep_mask(like.shape, rate)
+
+
 def _draws(rest: int, p: float) -> int:
     """Gaps to draw for ``rest`` undecided elements: the expected drops plus six deviations."""
     return int(rest * p + 6 * math.sqrt(rest * p * (1 - p)) + 16)
-
-
-@keep_mask.register_fake
-def _(like: Tensor, rate: Tensor) -> Tensor:
-    # contiguous, as the real mask is (empty_like would copy the strides of a transposed input)
-    return torch.empty(like.shape, dtype=torch.bool, device=like.device)
 
 
 class KeepMaskDropout(torch.nn.Module):
@@ -86,7 +95,7 @@ class KeepMaskDropout(torch.nn.Module):
             return x
         if x.device.type != "cpu":
             return torch.nn.functional.dropout(x, self.p, True)
-        mask = keep_mask(x.detach(), self.rate)
+        mask = keep_mask(x, self.rate)
         return torch.where(mask, x * (1.0 / (1.0 - self.p)), 0.0)
 
     def extra_repr(self) -> str:
