@@ -149,3 +149,25 @@ def test_use_row_lookup_counts_the_layers_it_gives_the_lookup(tiny):
     model, _, _ = _model(tiny, "full")
     assert use_row_lookup(model) == len(_layers(model)) >= 1
     assert use_row_lookup(torch.nn.Linear(2, 2)) == 0
+
+
+def test_a_frozen_head_is_cast_once_and_again_after_a_write(tiny):
+    model, _, batch = _model(tiny, "lora")
+    set_precision(model, torch.bfloat16)
+    head = model.get_output_embeddings().token_adapter  # peft's layer in its wrapper
+    model.eval()
+    with torch.no_grad():
+        first = batch_loss(model, batch)
+        kept = head.__dict__["_lmrec_cast"][1]
+        assert kept.dtype == torch.bfloat16
+        assert torch.equal(kept, head.base_layer.weight.to(torch.bfloat16))
+        assert torch.equal(batch_loss(model, batch), first)
+        assert head.__dict__["_lmrec_cast"][1] is kept  # not cast again
+        _peft_forward(model)
+        assert torch.equal(batch_loss(model, batch), first)  # autocast's own cast, same loss
+        use_row_lookup(model)
+        head.base_layer.weight.mul_(2.0)  # the tied matrix changes: the head casts it again
+        moved = batch_loss(model, batch)
+        assert head.__dict__["_lmrec_cast"][1] is not kept
+        _peft_forward(model)
+        assert torch.equal(batch_loss(model, batch), moved)
