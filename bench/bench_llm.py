@@ -628,7 +628,7 @@ def main() -> None:
         choices=tuple(VARIANTS),
         help="flops workers: scoring as before (autocast), as lmrec does, or compiled",
     )
-    p.add_argument("--only", default="flops,yesno,score,train,memory")
+    p.add_argument("--only", default="flops,rows,yesno,score,train,memory")
     p.add_argument(
         "--rows", default="", help="flops: only these jobs (flops-score,flops-train,flops-lora)"
     )
