@@ -209,6 +209,43 @@ def worker_flops_score(args) -> dict:
     return {**_measured(rates, flops / len(prompts), lengths, (u0, s0), model), "warm_s": warm_s}
 
 
+def _sft_model(args, mode: str):
+    """The main job's SFT setup: SmolLM2 with ML-100K's id tokens in ``mode`` at
+    ``--precision``, and its pure-id top-20 training examples. ``--variant`` ending in
+    ``torch-dropout`` puts back peft's own ``nn.Dropout`` (LoRA as before lmrec's)."""
+    import torch
+
+    from lmrec.llm.modes import ModeConfig, apply_mode
+    from lmrec.llm.sft import ExampleConfig, training_examples
+
+    prepared, model, tok, ids, builder, _ = _builder("ml-100k", "id-topk")
+    _precision(model, args.precision)
+    examples = training_examples(
+        prepared.split, builder, ExampleConfig(tasks=["topk"], n_candidates=20)
+    )
+    model = apply_mode(model, ModeConfig(mode=mode), ids, tok)
+    if args.variant.endswith("torch-dropout"):
+        for module in model.modules():
+            drops = getattr(module, "lora_dropout", None)
+            if isinstance(drops, torch.nn.ModuleDict):
+                for name, drop in list(drops.items()):
+                    drops[name] = torch.nn.Dropout(drop.p)
+    return model, tok, examples
+
+
+def _sft_start(args, model):
+    """Compiled layers where ``--variant`` says so, train mode, and lmrec's optimiser as
+    ``train_sft`` makes it for batches of 16."""
+    from lmrec.llm.finetune import FinetuneConfig, LLMOptimizer
+
+    if args.variant.startswith("compiled"):
+        from lmrec.llm.scoring import compile_layers
+
+        compile_layers(model)
+    model.train()
+    return LLMOptimizer(model, FinetuneConfig(batch_size=16, warmup_steps=1, max_length=256))
+
+
 def worker_flops_train(args) -> dict:
     """SFT steps of 16 prompts (the main job's batch), ``--repeats`` times ``--steps`` steps:
     full fine-tuning (``flops-train``) or LoRA (``flops-lora``, lmrec's defaults: r 8, all
@@ -222,34 +259,18 @@ def worker_flops_train(args) -> dict:
     optimiser and its 1 GB of state (full fine-tuning), a quarter of the timed steps at
     ``--steps 4``.
     """
-    torch = _setup(args.threads)
-    from lmrec.llm.finetune import FinetuneConfig, LLMOptimizer, batch_loss
-    from lmrec.llm.modes import ModeConfig, apply_mode
-    from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example, training_examples
+    _setup(args.threads)
+    from lmrec.llm.finetune import batch_loss
+    from lmrec.llm.sft import SFTCollator, encode_example
 
-    prepared, model, tok, ids, builder, _ = _builder("ml-100k", "id-topk")
-    _precision(model, args.precision)
-    ex_cfg = ExampleConfig(tasks=["topk"], n_candidates=20)
-    examples = training_examples(prepared.split, builder, ex_cfg)
     lora = args.mode == "flops-lora"
-    model = apply_mode(model, ModeConfig(mode="lora" if lora else "full"), ids, tok)
-    if args.variant.endswith("torch-dropout"):  # peft's own nn.Dropout, as before lmrec's
-        for module in model.modules():
-            drops = getattr(module, "lora_dropout", None)
-            if isinstance(drops, torch.nn.ModuleDict):
-                for name, drop in list(drops.items()):
-                    drops[name] = torch.nn.Dropout(drop.p)
+    model, tok, examples = _sft_model(args, "lora" if lora else "full")
     batch, steps = 16, args.steps
     collate = SFTCollator(tok.pad_token_id)
     encoded = [encode_example(tok, p, 256) for p in examples[: batch * (2 + args.repeats * steps)]]
     batches = [collate(encoded[i : i + batch]) for i in range(0, len(encoded), batch)]
     t0 = time.perf_counter()
-    if args.variant.startswith("compiled"):
-        from lmrec.llm.scoring import compile_layers
-
-        compile_layers(model)
-    model.train()
-    opt = LLMOptimizer(model, FinetuneConfig(batch_size=batch, warmup_steps=1, max_length=256))
+    opt = _sft_start(args, model)
     opt.step(batch_loss(model, batches[0]), 0)
     warm_s = time.perf_counter() - t0
     opt.step(batch_loss(model, batches[1]), 1)  # a second length: dynamic shapes settle
@@ -281,25 +302,14 @@ def worker_rows(args) -> dict:
     compiled layers with ``--variant compiled``.
     """
     _setup(args.threads)
-    from lmrec.llm.finetune import FinetuneConfig, LLMOptimizer, batch_loss
-    from lmrec.llm.modes import ModeConfig, apply_mode
-    from lmrec.llm.sft import ExampleConfig, SFTCollator, encode_example, training_examples
+    from lmrec.llm.finetune import batch_loss
+    from lmrec.llm.sft import SFTCollator, encode_example
     from lmrec.llm.token_rows import use_row_lookup
 
-    prepared, model, tok, ids, builder, _ = _builder("ml-100k", "id-topk")
-    _precision(model, args.precision)
-    examples = training_examples(
-        prepared.split, builder, ExampleConfig(tasks=["topk"], n_candidates=20)
-    )
-    model = apply_mode(model, ModeConfig(mode=args.mode.removeprefix("rows-")), ids, tok)
-    if args.variant.startswith("compiled"):
-        from lmrec.llm.scoring import compile_layers
-
-        compile_layers(model)
-    layers = [m for m in model.modules() if "forward_adapters" in m.__dict__]
-    model.train()
-    opt = LLMOptimizer(model, FinetuneConfig(batch_size=16, warmup_steps=1, max_length=256))
+    model, tok, examples = _sft_model(args, args.mode.removeprefix("rows-"))
+    opt = _sft_start(args, model)
     collate = SFTCollator(tok.pad_token_id)
+    layers = [m for m in model.modules() if "forward_adapters" in m.__dict__]
     batches = [
         collate([encode_example(tok, p, 256) for p in examples[16 * i : 16 * (i + 1)]])
         for i in range(6)
@@ -321,13 +331,7 @@ def worker_rows(args) -> dict:
                 if r:
                     times[how].append(dt)
                     cpu[how] = [cpu[how][0] + u1[0] - u0[0], cpu[how][1] + u1[1] - u0[1]]
-    return {"times": times, "cpu": cpu, "peak_mb": peak_memory(model)}
-
-
-def peak_memory(model) -> float:
-    from lmrec.train.loop import peak_memory_mb
-
-    return peak_memory_mb(next(model.parameters()).device)
+    return {"times": times, "cpu": cpu}
 
 
 def rows_table(args) -> None:

@@ -18,12 +18,12 @@ without the copies:
   frozen base matrix (LoRA, extra) is cast to the autocast dtype once, not at every forward.
 
 Full fine-tuning SFT of SmolLM2-135M (bf16, compiled layers, batch 16, 2 cores, steps timed in
-turn on the same batches): 1.505 -> 1.407 s a step (median); LoRA 1.606 -> 1.475 s
-(``bench/results/llm.md``). Products can differ from the merged path's in their last bits (the
-trained rows' logits come out of their own, smaller product). The layer falls back to peft's
-forward wherever the two could differ otherwise: adapters merged or disabled, several active
-adapters, an embedding with ``max_norm``, sparse or frequency-scaled gradients, or a padding
-row among the trained rows.
+turn on the same batches, ``bench/bench_llm.py --only rows``): 1.413 -> 1.294 s a step
+(median); LoRA 1.694 -> 1.509 s (``bench/results/llm.md``). Products can differ from the
+merged path's in their last bits (the trained rows' logits come out of their own, smaller
+product). The layer falls back to peft's forward wherever the two could differ otherwise:
+adapters merged or disabled, several active adapters, an embedding with ``max_norm``, sparse or
+frequency-scaled gradients, or a padding row among the trained rows.
 """
 
 from __future__ import annotations
@@ -54,8 +54,8 @@ def _looks_up(layer, active) -> bool:
     if isinstance(base, torch.nn.Embedding):
         if base.max_norm is not None or base.sparse or base.scale_grad_by_freq:
             return False
-        pad = base.padding_idx
-        return pad is None or pad not in set(layer.token_indices[active[0]])
+        pad = base.padding_idx  # a trained row as padding: peft gives it no gradient
+        return pad is None or int(_indices(layer, active[0], base.weight)[1][pad]) < 0
     return isinstance(base, torch.nn.Linear)
 
 
