@@ -142,6 +142,11 @@ def _usage() -> tuple[float, float]:
     return r.ru_utime, r.ru_stime
 
 
+def _faults() -> int:
+    """Minor page faults of this process so far (memory the kernel had to map in)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def worker_peak(args) -> dict:
     """Best GFLOP/s of a 2048^3 matrix product in fp32 and bf16 on ``--threads`` threads."""
     torch = _setup(args.threads)
@@ -168,7 +173,8 @@ def _precision(model, name: str):
 
 
 def _measured(rates, flop_per_item: float, lengths, usage0, model) -> dict:
-    """One flops job's record: rates, work per item, CPU time since ``usage0``, peak memory."""
+    """One flops job's record: rates, work per item, CPU time and minor page faults since
+    ``usage0`` (user s, system s, faults), peak memory."""
     from lmrec.train.loop import peak_memory_mb
 
     u1, s1 = _usage()
@@ -178,6 +184,7 @@ def _measured(rates, flop_per_item: float, lengths, usage0, model) -> dict:
         "mean_tokens": sum(lengths) / len(lengths),
         "user_s": u1 - usage0[0],
         "sys_s": s1 - usage0[1],
+        "minor_faults": _faults() - usage0[2],
         "peak_mb": peak_memory_mb(next(model.parameters()).device),
     }
 
@@ -200,13 +207,16 @@ def worker_flops_score(args) -> dict:
         model = ready_for_scoring(model, compile=args.variant == "compiled")
     score_token_candidates(model, tok, prompts[:16], tok_ids[:16], batch_size=16)  # warm-up
     warm_s = time.perf_counter() - t0
-    u0, s0 = _usage()
+    u0, s0, f0 = *_usage(), _faults()
     rates = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
         score_token_candidates(model, tok, prompts, tok_ids, batch_size=16)
         rates.append(len(prompts) / (time.perf_counter() - t0))
-    return {**_measured(rates, flops / len(prompts), lengths, (u0, s0), model), "warm_s": warm_s}
+    return {
+        **_measured(rates, flops / len(prompts), lengths, (u0, s0, f0), model),
+        "warm_s": warm_s,
+    }
 
 
 def _sft_model(args, mode: str):
@@ -274,7 +284,7 @@ def worker_flops_train(args) -> dict:
     opt.step(batch_loss(model, batches[0]), 0)
     warm_s = time.perf_counter() - t0
     opt.step(batch_loss(model, batches[1]), 1)  # a second length: dynamic shapes settle
-    u0, s0 = _usage()
+    u0, s0, f0 = *_usage(), _faults()
     rates, flops = [], 0.0
     vocab = model.get_output_embeddings().weight.shape[0]
     # forward + backward: the activations' gradients (1x the forward) and, in full fine-tuning,
@@ -290,7 +300,7 @@ def worker_flops_train(args) -> dict:
         answers = [sum(1 for t in e["labels"] if t != -100) for e in part]
         flops += passes * decoder_flops(model.config, vocab, lengths, answers)
     per_item = flops / (batch * steps * args.repeats)
-    return {**_measured(rates, per_item, lengths, (u0, s0), model), "warm_s": warm_s}
+    return {**_measured(rates, per_item, lengths, (u0, s0, f0), model), "warm_s": warm_s}
 
 
 def worker_rows(args) -> dict:

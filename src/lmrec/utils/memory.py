@@ -41,6 +41,16 @@ backward. Measured 2026-12-01 (``reuse`` / ``heap``): SASRec 11.7% / 6.3% system
 system and 4.99 / 6.28 GB. So ``heap`` is the default, and a run that asks for gradient
 checkpointing (which says memory matters more than time) gets ``reuse``
 (:data:`LEAN_POLICY`, applied by :class:`lmrec.train.loop.Loop`).
+
+``heap`` trims the heap top once 1 GiB of it is free. Its first trim threshold, 256 MiB, was
+crossed inside a full-fine-tuning step: the backward frees the vocabulary matrix's gradient,
+its bf16 cast and the embedding's zeroed gradient (119 + 60 + 119 MB for SmolLM2 with ML-100K's
+id tokens) at the top of the heap, glibc gave them back, and the next step faulted them in
+again (22,000-58,000 minor faults a step in 3 of 4 processes; which ones depended on the heap's
+layout). Steady-state full-fine-tuning SFT, bf16, compiled, batch 16, 2 cores
+(``bench/bench_malloc.py --job sft``, 2026-12-01): see that benchmark's table in the README.
+The peak resident memory is the same (it is reached inside the step); only the memory held
+between steps grows.
 """
 
 from __future__ import annotations
@@ -59,7 +69,7 @@ POLICIES = {
     # policy: (mmap threshold, trim threshold) in bytes; None leaves glibc's defaults
     "reuse": (16 * 2**20, 128 * 2**20),
     "release": (DEFAULT_THRESHOLD, DEFAULT_THRESHOLD),
-    "heap": (0, 256 * 2**20),  # nothing mmapped: least system time, most memory
+    "heap": (0, 2**30),  # nothing mmapped: least system time, most memory
     "off": None,
 }
 
