@@ -310,52 +310,6 @@ def test_compiled_layers_score_and_train_as_the_eager_model(tiny):
 
 
 @pytest.mark.skipif(not _has_cxx(), reason="torch.compile on a CPU needs a C++ compiler")
-def test_scoring_runs_the_cpp_wrapper_graph_and_training_the_python_one(tiny, monkeypatch):
-    """Eval mode without gradients goes through the scoring graph (Inductor's C++ wrapper on a
-    CPU), with the eager model's scores; a training forward through the other graph."""
-    import copy
-
-    from lmrec.llm.scoring import compile_layers
-
-    real = scoring._scoring_graph
-    calls = []
-
-    def spy(eager, device):
-        graph = real(eager, device)
-        assert graph is not None  # a CPU with a C++ compiler builds it
-
-        def counted(*args, **kwargs):
-            calls.append(torch.is_grad_enabled())
-            return graph(*args, **kwargs)
-
-        return counted
-
-    monkeypatch.setattr(scoring, "_scoring_graph", spy)
-    model, tok = tiny
-    ids = add_id_tokens(model, tok, 3, 5)
-    cand = ids.token_ids("item", np.array([[0, 3, 4], [1, 2, 0], [4, 3, 2]]))
-    eager = copy.deepcopy(model)
-    torch._dynamo.reset()
-    assert compile_layers(model) is True
-    torch.testing.assert_close(
-        score_token_candidates(model, tok, PROMPTS, cand),
-        score_token_candidates(eager, tok, PROMPTS, cand),
-        atol=1e-4,
-        rtol=1e-4,
-    )
-    n_layers = model.config.num_hidden_layers
-    assert calls == [False] * n_layers  # one batch: each layer once, without gradients
-    model.train()
-    batch = tok(PROMPTS[:2], return_tensors="pt", padding=True)
-    model(**batch, labels=batch["input_ids"], use_cache=False).loss.backward()
-    assert len(calls) == n_layers  # training took the other graph
-    model.eval()
-    with torch.enable_grad():  # eval mode with gradients (features for a joint step): training's
-        model(**batch, use_cache=False)
-    assert len(calls) == n_layers
-
-
-@pytest.mark.skipif(not _has_cxx(), reason="torch.compile on a CPU needs a C++ compiler")
 def test_compiled_lora_layers_with_checkpointing_train_and_score_as_eager(tiny):
     """LoRA adapters inside the compiled layers, activation checkpointing around them, then
     merged for scoring (the graph recompiles for the merged layers). Dropout off here:

@@ -117,43 +117,16 @@ def compile_layers(model) -> bool:
         base_model(model).set_attn_implementation("eager")
     eager = type(layers[0]).forward
     compiled = torch.compile(eager, dynamic=True)
-    scoring = _scoring_graph(eager, model_device(model)) or compiled
 
     def forward(self, *args, **kwargs):
         if kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None:
             return eager(self, *args, **kwargs)
-        if not self.training and not torch.is_grad_enabled():
-            return scoring(self, *args, **kwargs)
         return compiled(self, *args, **kwargs)
 
     for layer in layers:  # a bound method: a deep copy of the model rebinds it to its copy
         layer.forward = types.MethodType(forward, layer)
         layer.lmrec_compiled = True
     return True
-
-
-def _scoring_graph(eager, device: torch.device):
-    """The compiled layer for scoring (eval mode, no gradients) on ``device``, or None where
-    the training graph serves it as well.
-
-    On a CPU its wrapper (the code that allocates buffers and calls a layer's kernels and
-    matrix products in turn, ~15 calls) is C++ instead of Python (Inductor's ``cpp_wrapper``):
-    the Python wrapper was 4% of compiled bf16 scoring. Top-20 scoring, SmolLM2, bf16, 2 cores,
-    256 users, four processes in turn: 69.1-70.2 users/s against 67.6-68.0 (medians of 4
-    passes each). Training keeps the Python wrapper: its steps were no faster with the C++ one
-    (12.1-12.6 against 12.4-12.5 samples/s) and the C++ wrapper does not take the random-state
-    operators that dropout and activation checkpointing put in a training graph. A C++ wrapper
-    that does not build here leaves scoring on the training graph.
-    """
-    if device.type != "cpu":
-        return None
-    try:
-        torch.compile(lambda x: torch.sin(x) + 1, dynamic=False, options={"cpp_wrapper": True})(
-            torch.ones(3, device=device)
-        )
-    except Exception:  # noqa: BLE001 - any compiler failure: the Python wrapper serves
-        return None
-    return torch.compile(eager, dynamic=True, options={"cpp_wrapper": True})
 
 
 def forward(model, input_ids: Tensor, attention_mask: Tensor, keep: int = 1, **kwargs):
